@@ -1,0 +1,56 @@
+"""Deployment settings, read from the environment (prefix ``CIM_``) once per process.
+
+Decisions recorded here:
+- ``CIM_HOME`` (default ``.cim`` in the working directory) holds everything generated: the embedded
+  PostgreSQL cluster, generated sample data, rasters and tilesets. It is never committed.
+- ``CIM_DATABASE_URL``: when set, that PostGIS is used (and migrated) and no cluster is started.
+- ``CIM_STORAGE_SRID`` (default 4547, CGCS2000 / 3-degree Gauss-Krüger CM 114E): the projected CRS every
+  geometry is stored in. It is fixed when the database is first migrated; a later mismatch is an error.
+- ``CIM_HEIGHT_OFFSET_M`` (default 0): geoid undulation N added to orthometric heights (1985 National
+  Height Datum) to get ellipsoidal heights for 3D Tiles (h = H + N). Around Shenzhen N is roughly -3 m;
+  the true value is a survey fact of the deployment, so the code never guesses it.
+- ``CIM_STOREY_HEIGHT_M`` (default 3.0): storey height used when only a storey count is known.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All settings of one deployment; see the module docstring for what each means."""
+
+    model_config = SettingsConfigDict(env_prefix="CIM_", extra="ignore")
+
+    home: Path = Field(default=Path(".cim"))
+    database_url: str | None = None
+    storage_srid: int = 4547
+    height_offset_m: float = 0.0
+    storey_height_m: float = 3.0
+    pg_user: str = "cim-pg"
+    """System user that runs the embedded PostgreSQL server when the CLI runs as root."""
+    pg_fast: bool = False
+    """Throwaway clusters (tests) trade durability for speed: fsync and synchronous_commit off."""
+    statement_timeout_ms: int = 30000
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return v.expanduser().absolute()
+
+    @field_validator("storage_srid")
+    @classmethod
+    def _positive_srid(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("CIM_STORAGE_SRID must be a positive EPSG code")
+        return v
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests clear the cache after changing the environment)."""
+    return Settings()

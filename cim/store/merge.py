@@ -1,0 +1,438 @@
+"""Merge staged rows into the city tables: locate them in the unit hierarchy, check what only the database
+can check (containment, code prefixes, references), and upsert.
+
+Each ``merge_<layer>`` runs inside the caller's transaction and returns a ``MergeResult``. Rows that fail a
+check are removed from the stage and reported as ``(row_no, reason)``; the caller decides whether any reject
+aborts the load (the default) or the rest goes in. Upserts skip rows whose content did not change, so
+loading the same file twice leaves the same data (and building versions untouched).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg import sql
+
+from cim.store.staging import stage_table
+
+
+@dataclass
+class MergeResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejects: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _reject(conn: psycopg.Connection, layer: str, query: str) -> list[tuple[int, str]]:
+    """Run a check returning (row_no, reason) rows, and drop those rows from the stage.
+
+    ``query`` is SQL written in this module (never user text) with ``{stage}`` for the stage table; it takes
+    no parameters, so ``%`` in ``format()`` patterns is passed through as is."""
+    rows = conn.execute(sql.SQL(query).format(stage=stage_table(layer))).fetchall()  # type: ignore[arg-type]
+    if rows:
+        conn.execute(
+            sql.SQL("DELETE FROM {} WHERE row_no = ANY(%s)").format(stage_table(layer)),
+            ([r[0] for r in rows],),
+        )
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+def _duplicates(conn: psycopg.Connection, layer: str, key: str) -> list[tuple[int, str]]:
+    # ``key`` is a column name constant of this module.
+    return _reject(
+        conn, layer,
+        f"""
+        SELECT row_no, format('duplicate {key} %s (first at feature %s)', {key}, first_row)
+          FROM (SELECT row_no, {key}, min(row_no) OVER (PARTITION BY {key}) AS first_row FROM {{stage}}
+                 WHERE {key} IS NOT NULL) d
+         WHERE row_no <> first_row
+        """,
+    )
+
+
+def _locate(conn: psycopg.Connection, layer: str, geom: str = "geom", parcels: bool = True) -> list[tuple[int, str]]:
+    """Fill unit codes (and parcel) from the grid/parcel containing each row's interior point."""
+    stage = stage_table(layer)
+    g = sql.Identifier(geom)
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} s SET grid_code = (
+                SELECT a.code FROM admin_units a
+                 WHERE a.level = 'grid' AND ST_Intersects(a.geom, ST_PointOnSurface(s.{g}))
+                 ORDER BY a.code LIMIT 1)
+            """
+        ).format(stage=stage, g=g)
+    )
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} SET district_code = left(grid_code, 6), street_code = left(grid_code, 9),
+                               community_code = left(grid_code, 12)
+             WHERE grid_code IS NOT NULL
+            """
+        ).format(stage=stage)
+    )
+    if parcels:
+        conn.execute(
+            sql.SQL(
+                """
+                UPDATE {stage} s SET parcel_code = (
+                    SELECT p.code FROM parcels p WHERE ST_Intersects(p.geom, ST_PointOnSurface(s.{g}))
+                     ORDER BY p.code LIMIT 1)
+                """
+            ).format(stage=stage, g=g)
+        )
+    return _reject(
+        conn, layer,
+        """
+        SELECT row_no, format('lies outside every administrative grid (interior point %s)',
+                              ST_AsText(ST_PointOnSurface(s.geom_), 1))
+          FROM (SELECT row_no, grid_code, {g} AS geom_ FROM {stage}) s WHERE grid_code IS NULL
+        """.replace("{g}", geom),
+    )
+
+
+def _upsert(
+    conn: psycopg.Connection,
+    layer: str,
+    table: str,
+    key: str,
+    columns: list[tuple[str, str]],
+    touch: bool = True,
+) -> tuple[int, int, int]:
+    """INSERT … ON CONFLICT DO UPDATE of ``columns`` (target name, stage expression); unchanged rows are
+    skipped. Returns (inserted, updated, unchanged)."""
+    staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage_table(layer))).fetchone()
+    n_staged = int(staged[0]) if staged else 0
+    names = [c for c, _ in columns]
+    target = sql.Identifier(table)
+    updates = [c for c in names if c != key]
+    q = sql.SQL(
+        """
+        INSERT INTO {target} AS t ({cols})
+        SELECT {exprs} FROM {stage} ORDER BY row_no
+        ON CONFLICT ({key}) DO UPDATE SET {sets}{touch}
+         WHERE ({old}) IS DISTINCT FROM ({new})
+        RETURNING (xmax = 0) AS inserted
+        """
+    ).format(
+        target=target,
+        cols=sql.SQL(", ").join(map(sql.Identifier, names)),
+        exprs=sql.SQL(", ").join(sql.SQL(e) for _, e in columns),
+        stage=stage_table(layer),
+        key=sql.Identifier(key),
+        touch=sql.SQL(", updated_at = now()" if touch else ""),
+        sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates),
+        old=sql.SQL(", ").join(
+            sql.SQL("ST_AsEWKB(t.{})" if c in ("geom", "footprint") else "t.{}").format(sql.Identifier(c))
+            for c in updates
+        ),
+        new=sql.SQL(", ").join(
+            sql.SQL("ST_AsEWKB(EXCLUDED.{})" if c in ("geom", "footprint") else "EXCLUDED.{}").format(
+                sql.Identifier(c)
+            )
+            for c in updates
+        ),
+    )
+    rows = conn.execute(q).fetchall()
+    inserted = sum(1 for r in rows if r[0])
+    updated = len(rows) - inserted
+    return inserted, updated, n_staged - inserted - updated
+
+
+def _same(names: list[str]) -> list[tuple[str, str]]:
+    return [(n, n) for n in names]
+
+
+UNIT_TARGETS = _same(["district_code", "street_code", "community_code", "grid_code"])
+
+
+# ---------------------------------------------------------------------------------------------------------
+def merge_admin(conn: psycopg.Connection) -> MergeResult:
+    layer = "admin"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT s.row_no, format('parent unit %s of %s %s is neither in the file nor in the database',
+                                left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END),
+                                s.level, s.code)
+          FROM {stage} s
+         WHERE s.level <> 'district'
+           AND NOT EXISTS (SELECT 1 FROM {stage} p
+                            WHERE p.code = left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END))
+           AND NOT EXISTS (SELECT 1 FROM admin_units p
+                            WHERE p.code = left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END))
+        """,
+    )
+    # A child must lie inside its parent (1% of its area may stick out, for digitising slivers).
+    res.rejects += _reject(
+        conn, layer,
+        """
+        WITH parents AS (
+            SELECT code, geom FROM {stage}
+            UNION ALL
+            SELECT code, geom FROM admin_units a WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.code = a.code)
+        )
+        SELECT s.row_no, format('%s %s lies outside its parent %s (%s%% of its area outside)', s.level, s.code,
+                                p.code, round((100 * ST_Area(ST_Difference(s.geom, p.geom)) / ST_Area(s.geom))::numeric, 1))
+          FROM {stage} s JOIN parents p
+            ON p.code = left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END)
+         WHERE s.level <> 'district'
+           AND ST_Area(ST_Difference(s.geom, p.geom)) > 0.01 * ST_Area(s.geom)
+        """,
+    )
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "admin_units", "code",
+        [
+            ("code", "code"), ("level", "level"), ("name", "name"),
+            ("parent_code",
+             "CASE level WHEN 'district' THEN NULL ELSE left(code, length(code) - "
+             "CASE level WHEN 'grid' THEN 2 ELSE 3 END) END"),
+            ("geom", "geom"), ("attributes", "attributes"), ("source_file", "source_file"),
+        ],
+    )
+    return res
+
+
+def merge_parcels(conn: psycopg.Connection) -> MergeResult:
+    layer = "parcels"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _locate(conn, layer, parcels=False)
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "parcels", "code",
+        _same(["code", "name", "land_use", "far_limit", "height_limit_m", "coverage_limit", "approved_at",
+               "geom", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+    )
+    return res
+
+
+def merge_buildings(conn: psycopg.Connection) -> MergeResult:
+    layer = "buildings"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "building_code")
+    res.rejects += _locate(conn, layer, geom="footprint")
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT row_no, format('building %s is coded into grid %s but lies in grid %s',
+                              building_code, left(building_code, 14), grid_code)
+          FROM {stage} WHERE building_code IS NOT NULL AND left(building_code, 14) <> grid_code
+        """,
+    )
+    # Rows without a code keep the code they got when the same source feature was loaded before …
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} s SET building_code = b.building_code
+              FROM buildings b
+             WHERE s.building_code IS NULL AND b.source_file = s.source_file AND b.source_id = s.source_id
+               AND b.grid_code = s.grid_code
+            """
+        ).format(stage=stage_table(layer))
+    )
+    # … or the next free numbers of their grid (never reusing a number, even of a demolished building).
+    conn.execute(
+        sql.SQL(
+            """
+            WITH used AS (
+                SELECT left(code, 14) AS grid_code, max(right(code, 5)::int) AS top FROM (
+                    SELECT building_code AS code FROM buildings
+                    UNION ALL SELECT building_code FROM building_history
+                    UNION ALL SELECT building_code FROM {stage} WHERE building_code IS NOT NULL) c
+                 GROUP BY 1),
+            numbered AS (
+                SELECT s.row_no, s.grid_code,
+                       coalesce(u.top, 0) + row_number() OVER (PARTITION BY s.grid_code ORDER BY s.row_no) AS n
+                  FROM {stage} s LEFT JOIN used u USING (grid_code)
+                 WHERE s.building_code IS NULL)
+            UPDATE {stage} s SET building_code = n.grid_code || lpad(n.n::text, 5, '0')
+              FROM numbered n WHERE s.row_no = n.row_no AND n.n <= 99999
+            """
+        ).format(stage=stage_table(layer))
+    )
+    res.rejects += _reject(
+        conn, layer,
+        "SELECT row_no, format('grid %s has no free building number left', grid_code) "
+        "FROM {stage} WHERE building_code IS NULL",
+    )
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "buildings", "building_code",
+        _same(["building_code", "name", "use", "height_m", "height_source", "storeys", "ground_elevation_m",
+               "footprint", "parcel_code", "attributes", "source_file", "source_id"])
+        + [("valid_from", "coalesce(valid_from, now())")],
+    )
+    return res
+
+
+def merge_houses(conn: psycopg.Connection) -> MergeResult:
+    layer = "houses"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "house_code")
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT s.row_no, format('house %s: building %s does not exist', s.house_code, left(s.house_code, 19))
+          FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM buildings b WHERE b.building_code = left(s.house_code, 19))
+        """,
+    )
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT s.row_no, format('house %s: storey %s is above the building''s %s storeys', s.house_code,
+                                s.storey, b.storeys)
+          FROM {stage} s JOIN buildings b ON b.building_code = left(s.house_code, 19) WHERE s.storey > b.storeys
+        """,
+    )
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "houses", "house_code",
+        _same(["house_code", "storey", "area_m2", "use", "attributes", "source_file"]),
+    )
+    return res
+
+
+def merge_pipe_nodes(conn: psycopg.Connection) -> MergeResult:
+    layer = "pipe_nodes"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _locate(conn, layer, parcels=False)
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "pipe_nodes", "code",
+        _same(["code", "network", "kind", "ground_elevation_m", "invert_elevation_m", "geom", "attributes",
+               "source_file", "source_id"]) + UNIT_TARGETS,
+    )
+    return res
+
+
+def merge_pipes(conn: psycopg.Connection) -> MergeResult:
+    """Pipes after their nodes (same transaction): end nodes must exist, share the network, and the line's
+    ends must be at the nodes (within 0.5 m)."""
+    layer = "pipes"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT s.row_no, CASE
+                 WHEN f.code IS NULL THEN format('pipe %s: from_node %s does not exist', s.code, s.from_node)
+                 WHEN t.code IS NULL THEN format('pipe %s: to_node %s does not exist', s.code, s.to_node)
+                 WHEN f.network <> s.network OR t.network <> s.network THEN
+                      format('pipe %s (%s) joins nodes of networks %s and %s', s.code, s.network, f.network, t.network)
+                 ELSE format('pipe %s: its ends are %s m and %s m away from nodes %s and %s', s.code,
+                             round(ST_Distance(ST_StartPoint(s.geom), f.geom)::numeric, 2),
+                             round(ST_Distance(ST_EndPoint(s.geom), t.geom)::numeric, 2), s.from_node, s.to_node)
+               END
+          FROM {stage} s
+          LEFT JOIN pipe_nodes f ON f.code = s.from_node
+          LEFT JOIN pipe_nodes t ON t.code = s.to_node
+         WHERE f.code IS NULL OR t.code IS NULL OR f.network <> s.network OR t.network <> s.network
+            OR ST_Distance(ST_StartPoint(s.geom), f.geom) > 0.5 OR ST_Distance(ST_EndPoint(s.geom), t.geom) > 0.5
+        """,
+    )
+    res.rejects += _locate(conn, layer, parcels=False)
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "pipes", "code",
+        _same(["code", "network", "from_node", "to_node", "diameter_mm", "material", "start_invert_m",
+               "end_invert_m", "built_year", "geom", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+    )
+    return res
+
+
+def _reject_unknown(conn: psycopg.Connection, layer: str, column: str, table: str, key: str) -> list[tuple[int, str]]:
+    # column, table and key are constants of this module.
+    return _reject(
+        conn, layer,
+        f"""
+        SELECT s.row_no, format('{column} %s does not exist', s.{column}) FROM {{stage}} s
+         WHERE s.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key} = s.{column})
+        """,
+    )
+
+
+def merge_devices(conn: psycopg.Connection) -> MergeResult:
+    layer = "devices"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _reject_unknown(conn, layer, "pipe_node_code", "pipe_nodes", "code")
+    res.rejects += _reject_unknown(conn, layer, "building_code", "buildings", "building_code")
+    res.rejects += _locate(conn, layer)
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "devices", "code",
+        _same(["code", "kind", "name", "status", "installed_at", "geom", "pipe_node_code", "building_code",
+               "parcel_code", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+    )
+    return res
+
+
+def merge_observations(conn: psycopg.Connection) -> MergeResult:
+    layer = "observations"
+    res = MergeResult()
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT row_no, format('duplicate observation of %s %s at %s (first at line %s)', device_code, property,
+                              observed_at, first_row)
+          FROM (SELECT row_no, device_code, property, observed_at,
+                       min(row_no) OVER (PARTITION BY device_code, property, observed_at) AS first_row
+                  FROM {stage}) d
+         WHERE row_no <> first_row
+        """,
+    )
+    res.rejects += _reject(
+        conn, layer,
+        """
+        SELECT s.row_no, format('device %s does not exist', s.device_code) FROM {stage} s
+         WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.code = s.device_code)
+        """,
+    )
+    staged = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage_table(layer))).fetchone()
+    rows = conn.execute(
+        sql.SQL(
+            """
+            INSERT INTO observations AS o (device_code, property, observed_at, value, district_code)
+            SELECT s.device_code, s.property, s.observed_at, s.value, d.district_code
+              FROM {stage} s JOIN devices d ON d.code = s.device_code
+            ON CONFLICT (device_code, property, observed_at) DO UPDATE SET value = EXCLUDED.value
+             WHERE o.value IS DISTINCT FROM EXCLUDED.value
+            RETURNING (xmax = 0)
+            """
+        ).format(stage=stage_table(layer))
+    ).fetchall()
+    res.inserted = sum(1 for r in rows if r[0])
+    res.updated = len(rows) - res.inserted
+    res.unchanged = (int(staged[0]) if staged else 0) - len(rows)
+    return res
+
+
+def merge_events(conn: psycopg.Connection) -> MergeResult:
+    layer = "events"
+    res = MergeResult()
+    res.rejects += _duplicates(conn, layer, "code")
+    res.rejects += _reject_unknown(conn, layer, "building_code", "buildings", "building_code")
+    res.rejects += _locate(conn, layer)
+    res.inserted, res.updated, res.unchanged = _upsert(
+        conn, layer, "events", "code",
+        _same(["code", "category", "subcategory", "status", "reported_at", "updated_at", "due_at", "closed_at",
+               "department", "reopen_count", "description", "reporter_contact", "geom", "building_code",
+               "parcel_code", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+        touch=False,
+    )
+    return res
+
+
+MERGERS = {
+    "admin": merge_admin,
+    "parcels": merge_parcels,
+    "buildings": merge_buildings,
+    "houses": merge_houses,
+    "pipe_nodes": merge_pipe_nodes,
+    "pipes": merge_pipes,
+    "devices": merge_devices,
+    "observations": merge_observations,
+    "events": merge_events,
+}

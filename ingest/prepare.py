@@ -1,0 +1,315 @@
+"""Column and geometry checks shared by every layer: they turn a source frame into typed stage columns and
+collect per-feature rejects (``row_no -> reason``) instead of failing on the first bad value.
+
+Geometry work is vectorised with shapely 2 over the whole layer; only invalid geometries (few) are repaired
+one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from ingest.errors import IngestError
+
+LOCAL_TZ = "Asia/Shanghai"
+_HAS_OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+GEOMETRY_FAMILIES = {
+    "polygon": ("Polygon", "MultiPolygon"),
+    "point": ("Point",),
+    "line": ("LineString",),
+}
+
+
+@dataclass
+class Prepared:
+    """What one layer's preparation produced: the stage frame (only good rows), rejects and repairs."""
+
+    layer: str
+    frame: pd.DataFrame
+    read: int
+    rejects: dict[int, str] = field(default_factory=dict)
+    repaired: int = 0
+
+
+class Checker:
+    """Accumulates typed columns and rejects for one source frame; row numbers are 1-based positions."""
+
+    def __init__(self, source: pd.DataFrame, where: str, first_row: int = 1, unit: str = "feature") -> None:
+        self.source = source.reset_index(drop=True)
+        self.where = where
+        self.row_no = np.arange(first_row, first_row + len(self.source))
+        self.unit = unit
+        self.columns: dict[str, object] = {}
+        self.rejects: dict[int, str] = {}
+        self.repaired = 0
+
+    # ---- bookkeeping ---------------------------------------------------------------------------------
+    def reject(self, mask: npt.ArrayLike, reasons: str | Sequence[str]) -> None:
+        """Reject rows where ``mask`` holds (first reason per row wins)."""
+        m = np.asarray(mask, dtype=bool)
+        idx = np.flatnonzero(m)
+        for k, i in enumerate(idx):
+            reason = reasons if isinstance(reasons, str) else reasons[k]
+            self.rejects.setdefault(int(self.row_no[i]), reason)
+
+    def require_columns(self, names: Iterable[str]) -> None:
+        missing = [n for n in names if n not in self.source.columns]
+        if missing:
+            raise IngestError(
+                f"{self.where}: missing column(s) {', '.join(missing)} "
+                f"(has {', '.join(c for c in self.source.columns if c != 'geometry')})"
+            )
+
+    def has(self, name: str) -> bool:
+        return name in self.source.columns
+
+    # ---- typed columns -------------------------------------------------------------------------------
+    def text(self, name: str, required: bool = False, pattern: str | None = None, what: str | None = None,
+             default: str | None = None) -> pd.Series:
+        """A text column: stripped, empty → missing. Numeric source columns are refused for codes."""
+        if not self.has(name):
+            if required:
+                self.require_columns([name])
+            col = pd.Series([default] * len(self.source), dtype=object)
+            self.columns[name] = col
+            return col
+        raw = self.source[name]
+        if pattern is not None and pd.api.types.is_float_dtype(raw):
+            raise IngestError(
+                f"{self.where}: column {name} is numeric; codes must be stored as text (they keep leading "
+                "zeros and exceed floating-point precision)"
+            )
+        col = raw.astype(object).where(raw.notna(), None)
+        col = col.map(lambda v: None if v is None else (str(v).strip() or None))
+        if default is not None:
+            col = col.where(col.notna(), default)
+        label = what or name
+        if required:
+            self.reject(col.isna().to_numpy(), f"{label} is missing")
+        if pattern is not None:
+            rx = re.compile(pattern)
+            bad = col.map(lambda v: v is not None and rx.fullmatch(v) is None).to_numpy(dtype=bool)
+            self.reject(bad, [f"{label} {v!r} is not valid" for v in col[bad]])
+        self.columns[name] = col
+        return col
+
+    def enum(self, name: str, allowed: Sequence[str], required: bool = True, default: str | None = None) -> pd.Series:
+        col = self.text(name, required=required and default is None, default=default)
+        col = col.map(lambda v: None if v is None else v.lower())
+        bad = col.map(lambda v: v is not None and v not in allowed).to_numpy(dtype=bool)
+        self.reject(bad, [f"{name} {v!r} is not one of {', '.join(allowed)}" for v in col[bad]])
+        self.columns[name] = col
+        return col
+
+    def number(self, name: str, required: bool = False, minimum: float | None = None,
+               maximum: float | None = None, integer: bool = False, exclusive_min: bool = False) -> pd.Series:
+        if not self.has(name):
+            if required:
+                self.require_columns([name])
+            col = pd.Series([np.nan] * len(self.source), dtype=float)
+            self.columns[name] = col
+            return col
+        raw = self.source[name]
+        num = pd.to_numeric(raw, errors="coerce").astype(float)
+        given = raw.notna() & raw.astype(str).str.strip().ne("")
+        self.reject((given & num.isna()).to_numpy(), [f"{name} {v!r} is not a number" for v in raw[given & num.isna()]])
+        if required:
+            self.reject((~given).to_numpy(), f"{name} is missing")
+        finite = num.notna()
+        if integer:
+            frac = finite & (num != np.round(num))
+            self.reject(frac.to_numpy(), [f"{name} {v} is not a whole number" for v in num[frac]])
+        if minimum is not None:
+            low = finite & ((num <= minimum) if exclusive_min else (num < minimum))
+            op = ">" if exclusive_min else ">="
+            self.reject(low.to_numpy(), [f"{name} {v:g} must be {op} {minimum:g}" for v in num[low]])
+        if maximum is not None:
+            high = finite & (num > maximum)
+            self.reject(high.to_numpy(), [f"{name} {v:g} must be <= {maximum:g}" for v in num[high]])
+        col = num.round().astype("Int64") if integer else num
+        self.columns[name] = col
+        return col
+
+    def timestamp(self, name: str, required: bool = False) -> pd.Series:
+        """ISO 8601 times; without an offset they are Asia/Shanghai. Output: UTC ISO text."""
+        if not self.has(name):
+            if required:
+                self.require_columns([name])
+            col = pd.Series([None] * len(self.source), dtype=object)
+            self.columns[name] = col
+            return col
+        raw = self.source[name]
+        if pd.api.types.is_datetime64_any_dtype(raw):
+            ts = raw if getattr(raw.dt, "tz", None) is not None else raw.dt.tz_localize(LOCAL_TZ)
+            parsed = ts.dt.tz_convert("UTC")
+            text = raw.astype(object)
+        else:
+            text = raw.astype(object).where(raw.notna(), None).map(
+                lambda v: None if v is None or str(v).strip() == "" else str(v).strip()
+            )
+            fixed = text.map(_with_offset)
+            parsed = pd.to_datetime(fixed, errors="coerce", utc=True, format="ISO8601")
+        given = text.notna()
+        bad = given & parsed.isna()
+        self.reject(bad.to_numpy(), [f"{name} {v!r} is not an ISO 8601 date/time" for v in text[bad]])
+        if required:
+            self.reject((~given).to_numpy(), f"{name} is missing")
+        col = parsed.map(lambda t: None if pd.isna(t) else t.isoformat())
+        self.columns[name] = col
+        return col
+
+    def date(self, name: str) -> pd.Series:
+        col = self.timestamp(name)
+        col = pd.Series(
+            [None if v is None else pd.Timestamp(v).tz_convert(LOCAL_TZ).date().isoformat() for v in col],
+            dtype=object,
+        )
+        self.columns[name] = col
+        return col
+
+    def attributes(self, known: Iterable[str]) -> pd.Series:
+        """Columns outside the contract, as one JSON object per row (missing values left out)."""
+        extra = [c for c in self.source.columns if c not in set(known) and c != "geometry"]
+        if not extra:
+            col = pd.Series(["{}"] * len(self.source), dtype=object)
+        else:
+            records = self.source[extra].astype(object).to_dict("records")
+            col = pd.Series([_json(rec) for rec in records], dtype=object)
+        self.columns["attributes"] = col
+        return col
+
+    def constant(self, name: str, value: object) -> None:
+        self.columns[name] = pd.Series([value] * len(self.source), dtype=object)
+
+    # ---- geometry ------------------------------------------------------------------------------------
+    def geometry(self, family: str, srid: int, column: str = "geom", min_area_m2: float = 0.5) -> npt.NDArray[np.object_]:
+        """Check and normalise geometries: right type (else rejected), valid (repaired where possible),
+        polygons as 2D MultiPolygons. Returns the shapely array (None where rejected)."""
+        geoms = np.asarray(self.source.geometry.array, dtype=object)
+        allowed = GEOMETRY_FAMILIES[family]
+        names = np.array(["Missing" if g is None else g.geom_type for g in geoms], dtype=object)
+        missing = np.array([g is None or g.is_empty for g in geoms])
+        self.reject(missing, "has no geometry")
+        ok_type = np.isin(names, allowed)
+        if family == "point":
+            # A MultiPoint of one point is a point written by a tool that only writes multi types.
+            single = (names == "MultiPoint") & (shapely.get_num_geometries(geoms) == 1)
+            geoms = np.where(single, shapely.get_geometry(geoms, 0), geoms)
+            ok_type |= single
+        if family == "line":
+            merged = np.array([shapely.line_merge(g) if n == "MultiLineString" else g for g, n in zip(geoms, names, strict=True)],
+                              dtype=object)
+            single = (names == "MultiLineString") & (shapely.get_type_id(merged) == 1)
+            geoms = np.where(single, merged, geoms)
+            ok_type |= single
+        present = ~missing
+        if present.any() and not (ok_type & present).any():
+            found = ", ".join(sorted(set(names[present])))
+            raise IngestError(
+                f"{self.where}: wrong geometry type: this layer needs {' or '.join(allowed)} geometries, "
+                f"the file has {found}"
+            )
+        wrong = present & ~ok_type
+        self.reject(wrong, [f"geometry is {n}, expected {' or '.join(allowed)}" for n in names[wrong]])
+        good = present & ok_type
+        if family == "polygon":
+            geoms = np.where(good, shapely.force_2d(geoms), None)
+            invalid = good & ~shapely.is_valid(geoms)
+            for i in np.flatnonzero(invalid):
+                reason = shapely.is_valid_reason(geoms[i])
+                fixed = _polygonal(shapely.make_valid(geoms[i]))
+                if fixed is None:
+                    self.reject(_one(len(geoms), i), f"invalid geometry that cannot be repaired ({reason})")
+                    good[i] = False
+                else:
+                    geoms[i] = fixed
+                    self.repaired += 1
+            area = np.where(good, shapely.area(np.where(good, geoms, None)), 0.0)
+            tiny = good & (area < min_area_m2)
+            self.reject(tiny, [f"area {a:.2f} m² is too small" for a in area[tiny]])
+            good &= ~tiny
+            single = good & (shapely.get_type_id(geoms) == 3)
+            if single.any():
+                geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(int(single.sum())))
+        else:
+            finite = good.copy()
+            coords_ok = np.array([
+                g is not None and bool(np.isfinite(shapely.get_coordinates(g, include_z=True)).all())
+                for g in np.where(good, geoms, None)
+            ])
+            self.reject(good & ~coords_ok, "geometry has non-finite coordinates")
+            good = finite & coords_ok
+            geoms = np.where(good, geoms, None)
+            if family == "line":
+                length = np.where(good, shapely.length(geoms), 0.0)
+                short = good & (length <= 0)
+                self.reject(short, "line has zero length")
+                good &= ~short
+        geoms = np.where(good, geoms, None)
+        self.columns[column] = geoms
+        self._srid = srid
+        return geoms
+
+    # ---- output --------------------------------------------------------------------------------------
+    def stage(self, layer: str, names: Sequence[str], geometry_columns: Sequence[str] = ("geom",)) -> Prepared:
+        """The stage frame (rows without rejects), geometries as hex EWKB in the storage SRID."""
+        keep = ~np.isin(self.row_no, np.fromiter(self.rejects.keys(), dtype=int, count=len(self.rejects)))
+        data: dict[str, object] = {"row_no": self.row_no[keep]}
+        for name in names:
+            col = self.columns[name]
+            if name in geometry_columns:
+                arr = np.asarray(col, dtype=object)[keep]
+                arr = shapely.set_srid(arr, self._srid)
+                data[name] = shapely.to_wkb(arr, hex=True, include_srid=True)
+            else:
+                data[name] = pd.Series(col).reset_index(drop=True)[keep].to_numpy()
+        frame = pd.DataFrame(data)
+        return Prepared(layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired)
+
+
+def _with_offset(v: str | None) -> str | None:
+    if v is None:
+        return None
+    if _DATE_ONLY.match(v):
+        return v + "T00:00:00+08:00"
+    return v if _HAS_OFFSET.search(v) else v + "+08:00"
+
+
+def _one(n: int, i: int) -> npt.NDArray[np.bool_]:
+    m = np.zeros(n, dtype=bool)
+    m[i] = True
+    return m
+
+
+def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
+    """The polygonal part of a repaired geometry, or None if nothing of area is left."""
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and p.area > 0]
+    if not parts:
+        return None
+    merged = shapely.union_all(parts)
+    return merged if merged.geom_type in ("Polygon", "MultiPolygon") and not merged.is_empty else None
+
+
+def _json(record: dict[str, object]) -> str:
+    clean: dict[str, object] = {}
+    for k, v in record.items():
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            continue
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, pd.Timestamp):
+            v = v.isoformat()
+        clean[str(k)] = v
+    return json.dumps(clean, ensure_ascii=False, sort_keys=True, default=str)

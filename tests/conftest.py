@@ -1,0 +1,79 @@
+"""Test fixtures: a throwaway PostGIS cluster the tests start themselves, and the demo district.
+
+The cluster lives in a fresh folder under /tmp (world-searchable, so the unprivileged server user can reach
+it when tests run as root), runs with fsync off, and is stopped and deleted at the end of the session.
+Tests that need an empty database get their own database in that cluster (``fresh_settings``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from cim.cluster import EmbeddedCluster
+from cim.db import ensure_database
+from cim.settings import Settings, get_settings
+
+
+@pytest.fixture(scope="session")
+def cim_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="cim-test-", dir="/tmp"))
+    home.chmod(0o755)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def settings(cim_home: Path) -> Iterator[Settings]:
+    """Settings of the test cluster; also exported to the environment for code that reads it there."""
+    saved = {k: os.environ.get(k) for k in ("CIM_HOME", "CIM_PG_FAST", "CIM_DATABASE_URL")}
+    os.environ["CIM_HOME"] = str(cim_home)
+    os.environ["CIM_PG_FAST"] = "1"
+    os.environ.pop("CIM_DATABASE_URL", None)
+    get_settings.cache_clear()
+    s = get_settings()
+    ensure_database(s)
+    yield s
+    EmbeddedCluster(s).stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def cluster_url(settings: Settings) -> str:
+    return EmbeddedCluster(settings).info().url
+
+
+@pytest.fixture()
+def fresh_settings(settings: Settings, cluster_url: str) -> Iterator[Settings]:
+    """Settings pointing at a brand-new empty database in the test cluster (dropped afterwards)."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = cluster_url.replace("/cim?", "/postgres?")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = cluster_url.replace("/cim?", f"/{name}?")
+    yield settings.model_copy(update={"database_url": url})
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def demo_dir(cim_home: Path) -> Path:
+    """The demo district generated once for the session (scale 1, default seed)."""
+    from sample_data.generate import generate
+
+    out = cim_home / "sample"
+    generate(out, scale=1)
+    return out
