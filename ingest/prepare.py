@@ -91,8 +91,7 @@ class Checker:
                 f"{self.where}: column {name} is numeric; codes must be stored as text (they keep leading "
                 "zeros and exceed floating-point precision)"
             )
-        col = raw.astype(object).where(raw.notna(), None)
-        col = col.map(lambda v: None if v is None else (str(v).strip() or None))
+        col = pd.Series([_text_value(v) for v in raw], dtype=object)
         if default is not None:
             col = col.where(col.notna(), default)
         label = what or name
@@ -156,9 +155,7 @@ class Checker:
             parsed = ts.dt.tz_convert("UTC")
             text = raw.astype(object)
         else:
-            text = raw.astype(object).where(raw.notna(), None).map(
-                lambda v: None if v is None or str(v).strip() == "" else str(v).strip()
-            )
+            text = pd.Series([_text_value(v) for v in raw], dtype=object)
             fixed = text.map(_with_offset)
             parsed = pd.to_datetime(fixed, errors="coerce", utc=True, format="ISO8601")
         given = text.notna()
@@ -244,13 +241,12 @@ class Checker:
             if single.any():
                 geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(int(single.sum())))
         else:
-            finite = good.copy()
-            coords_ok = np.array([
-                g is not None and bool(np.isfinite(shapely.get_coordinates(g, include_z=True)).all())
-                for g in np.where(good, geoms, None)
-            ])
-            self.reject(good & ~coords_ok, "geometry has non-finite coordinates")
-            good = finite & coords_ok
+            sel = np.where(good, geoms, None)
+            coords, index = shapely.get_coordinates(sel, return_index=True)
+            bad_coord = np.zeros(len(geoms), dtype=bool)
+            bad_coord[np.unique(index[~np.isfinite(coords).all(axis=1)])] = True
+            self.reject(bad_coord, "geometry has non-finite coordinates")
+            good &= ~bad_coord
             geoms = np.where(good, geoms, None)
             if family == "line":
                 length = np.where(good, shapely.length(geoms), 0.0)
@@ -277,6 +273,15 @@ class Checker:
                 data[name] = pd.Series(col).reset_index(drop=True)[keep].to_numpy()
         frame = pd.DataFrame(data)
         return Prepared(layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired)
+
+
+def _text_value(v: object) -> str | None:
+    """Stripped text, with missing values (None, NaN, NaT, empty) as None."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):  # type: ignore[call-overload]
+        return None
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip() or None
 
 
 def _with_offset(v: str | None) -> str | None:
