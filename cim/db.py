@@ -18,7 +18,7 @@ from cim.cluster import DATABASE, EmbeddedCluster
 from cim.migrate import apply_migrations, schema_version
 from cim.settings import Settings, get_settings
 
-REQUIRED_EXTENSIONS = ("postgis", "btree_gist")
+REQUIRED_EXTENSIONS = ("postgis",)
 OPTIONAL_EXTENSIONS = ("postgis_sfcgal", "pgrouting")
 MIN_POSTGIS = (3, 3)
 

@@ -299,7 +299,7 @@ ZONE_LAND_USE: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "cbd": (("C1", "R2", "GIC2", "G1", "S1", "U1"), (0.6, 0.12, 0.1, 0.1, 0.04, 0.04)),
     "industrial": (("M1", "M0", "U1", "G1", "C1", "S1"), (0.5, 0.3, 0.06, 0.06, 0.04, 0.04)),
 }
-ZONE_SHARE = {"village": 0.36, "residential": 0.32, "cbd": 0.12, "industrial": 0.2}
+ZONE_SHARE = {"village": 0.48, "residential": 0.27, "cbd": 0.1, "industrial": 0.15}
 PARCEL_TARGET_M2 = 10_500.0
 
 
@@ -360,7 +360,7 @@ def _split_box(box: tuple[float, float, float, float], k: int, rng: np.random.Ge
 def _cell_zones(lat: Lattice, rng: np.random.Generator) -> np.ndarray:
     """Zone of each cell: column 0 is the coast; the rest are Voronoi clusters around random seed cells."""
     n_cells = lat.n_rows * lat.n_cols
-    n_seeds = max(4, math.ceil(n_cells / 5))
+    n_seeds = max(4, math.ceil(n_cells / 4))
     names = list(ZONE_SHARE)
     counts = [max(1, round(ZONE_SHARE[z] * n_seeds)) for z in names]
     seed_zone = rng.permutation(np.repeat(np.arange(len(names)), counts))

@@ -3,6 +3,8 @@
 -- building 19, house 25; every code starts with the code of the unit containing it.
 -- Every city table carries district_code (a future distribution column) and the codes of its units.
 
+CREATE EXTENSION IF NOT EXISTS postgis;
+
 CREATE DOMAIN shenzhen_code AS text
     CHECK (VALUE ~ '^4403(0[3-9]|1[01])[0-9]*$');
 
