@@ -101,7 +101,7 @@ class EmbeddedCluster:
     def _run_as_server_user(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         if self.as_root:
             args = ["runuser", "-u", self.settings.pg_user, "--", *args]
-        return subprocess.run(args, text=True, capture_output=True, **kw)  # type: ignore[call-overload,no-any-return]
+        return subprocess.run(args, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
 
     def _check_reachable(self, user: pwd.struct_passwd) -> None:
         """Every parent of the cluster folder must be searchable by the server's user."""

@@ -278,9 +278,7 @@ def format_code(first: CodeParts | SupportsIndex | str, *rest: SupportsIndex | s
     else:
         segments = (first, *rest)
     if not 3 <= len(segments) <= len(SEGMENTS):
-        raise CodeError(
-            f"a code has 3 (district) to {len(SEGMENTS)} (house) segments, got {len(segments)}", segments
-        )
+        raise CodeError(f"a code has 3 (district) to {len(SEGMENTS)} (house) segments, got {len(segments)}", segments)
     code = "".join(_pad_segment(name, width, v) for (name, width), v in zip(SEGMENTS, segments, strict=False))
     return validate(code)
 
@@ -364,10 +362,7 @@ _CHUNK = 100_000  # bounds the (chunk, 25) uint32 matrix to ~10 MB however many 
 def _valid_mask(arr: npt.NDArray[np.str_], level: str | None) -> npt.NDArray[np.bool_]:
     """Vectorised `_problem(...) is None` for a 1-D string array."""
     lengths = np.char.str_len(arr)
-    if level is not None:
-        ok = lengths == LEVEL_LENGTHS[level]
-    else:
-        ok = np.isin(lengths, list(LEVEL_LENGTHS.values()))
+    ok = lengths == LEVEL_LENGTHS[level] if level is not None else np.isin(lengths, list(LEVEL_LENGTHS.values()))
     width = arr.dtype.itemsize // 4
     if width < LEVEL_LENGTHS["district"]:
         return np.zeros(len(arr), dtype=bool)

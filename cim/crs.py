@@ -350,9 +350,7 @@ class FourParameters:
             raise CRSError(f"scale_ppm={self.scale_ppm} makes the scale factor non-positive")
 
     @classmethod
-    def from_survey(
-        cls, d_north_m: float, d_east_m: float, rotation_arcsec: float, scale_ppm: float
-    ) -> FourParameters:
+    def from_survey(cls, d_north_m: float, d_east_m: float, rotation_arcsec: float, scale_ppm: float) -> FourParameters:
         """Parameters in the survey convention X = north, Y = east, rotation from X towards Y.
 
         There X' = ΔX + k (X cos α - Y sin α), Y' = ΔY + k (X sin α + Y cos α); swapping the axes turns
@@ -395,9 +393,7 @@ class SevenParameters:
             if f.name != "source_ellps":
                 object.__setattr__(self, f.name, _finite(f.name, getattr(self, f.name)))
         if self.source_ellps not in _ELLIPSOIDS:
-            raise CRSError(
-                f"source_ellps={self.source_ellps!r} is not one of {', '.join(sorted(_ELLIPSOIDS))}"
-            )
+            raise CRSError(f"source_ellps={self.source_ellps!r} is not one of {', '.join(sorted(_ELLIPSOIDS))}")
         if float(self.source_k) <= 0.0:
             raise CRSError(f"source_k={self.source_k} must be positive")
 

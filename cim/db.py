@@ -88,9 +88,7 @@ def _create_database_if_missing(cluster: EmbeddedCluster) -> None:
 
 
 def _ensure_extensions(conn: psycopg.Connection) -> list[str]:
-    available = {
-        r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()
-    }
+    available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
     for ext in REQUIRED_EXTENSIONS:
         if ext not in available:
             hint = " (Debian package postgresql-15-postgis-3)" if ext == "postgis" else ""

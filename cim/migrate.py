@@ -98,9 +98,7 @@ def apply_migrations(conn: psycopg.Connection, srid: int) -> list[int]:
             ).fetchone()
             if done:
                 if done[0] != mig.checksum:
-                    raise MigrationError(
-                        f"migration {mig.version:04d}_{mig.name} was changed after it was applied"
-                    )
+                    raise MigrationError(f"migration {mig.version:04d}_{mig.name} was changed after it was applied")
                 continue
             try:
                 conn.execute(mig.render(srid).encode())

@@ -6,7 +6,15 @@ from __future__ import annotations
 UNIT_LEVELS = ("district", "street", "community", "grid")
 
 BUILDING_USES = (
-    "residential", "commercial", "office", "industrial", "public", "education", "healthcare", "mixed", "other",
+    "residential",
+    "commercial",
+    "office",
+    "industrial",
+    "public",
+    "education",
+    "healthcare",
+    "mixed",
+    "other",
 )
 HEIGHT_SOURCES = ("survey", "dsm", "osm_height", "osm_levels", "default", "bim", "generated")
 
@@ -19,6 +27,14 @@ EVENT_STATUSES = ("reported", "dispatched", "in_progress", "resolved", "reopened
 
 # The city tables and the layer name each is loaded as (``cim ingest <layer>``).
 CITY_TABLES = (
-    "admin_units", "parcels", "buildings", "houses", "bim_elements", "pipe_nodes", "pipes", "devices",
-    "observations", "events",
+    "admin_units",
+    "parcels",
+    "buildings",
+    "houses",
+    "bim_elements",
+    "pipe_nodes",
+    "pipes",
+    "devices",
+    "observations",
+    "events",
 )

@@ -58,8 +58,10 @@ def db_up() -> None:
         return
     where = "embedded cluster" if status.embedded else "CIM_DATABASE_URL"
     click.echo(f"database ready ({where}): {status.url}")
-    click.echo(f"schema version {status.schema_version}, PostGIS {status.postgis_version}, "
-               f"extensions: {', '.join(status.extensions)}")
+    click.echo(
+        f"schema version {status.schema_version}, PostGIS {status.postgis_version}, "
+        f"extensions: {', '.join(status.extensions)}"
+    )
 
 
 @db.command("down")
@@ -129,10 +131,16 @@ def sample() -> None:
 
 
 @sample.command("generate")
-@click.option("--scale", type=click.IntRange(1, 1000), default=1, show_default=True,
-              help="1 ≈ 5,000 buildings; 10 ≈ 50k; 100 ≈ 500k.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="Output folder (default $CIM_HOME/sample[-scale-N]).")
+@click.option(
+    "--scale",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="1 ≈ 5,000 buildings; 10 ≈ 50k; 100 ≈ 500k.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder (default $CIM_HOME/sample[-scale-N])."
+)
 @click.option("--seed", type=int, default=20261121, show_default=True)
 def sample_generate(scale: int, out: Path | None, seed: int) -> None:
     """Write the demo district's files (GeoPackage, GeoJSON, CSV)."""
@@ -156,8 +164,9 @@ def default_sample_dir(scale: int) -> Path:
 @click.option("--crs", default=None, help="CRS of the file's coordinates (overrides the file's own).")
 @click.option("--layer", "layer_name", default=None, help="Layer inside a multi-layer file (GeoPackage).")
 @click.option("--allow-rejects", is_flag=True, help="Load the valid features and report the rejected ones.")
-def ingest_cmd(layer: str, paths: tuple[Path, ...], crs: str | None, layer_name: str | None,
-               allow_rejects: bool) -> None:
+def ingest_cmd(
+    layer: str, paths: tuple[Path, ...], crs: str | None, layer_name: str | None, allow_rejects: bool
+) -> None:
     """Load a city layer from GeoJSON, GeoPackage, Shapefile (or CSV for houses and observations)."""
     try:
         ensure_database()

@@ -68,8 +68,13 @@ def prepare_admin(chk: Checker, srid: int, source_file: str) -> Prepared:
     if chk.has("level"):
         level = chk.enum("level", UNIT_LEVELS)
         clash = (level.notna() & derived.notna() & (level != derived)).to_numpy(dtype=bool)
-        chk.reject(clash, [f"code {c} is a {d} code but level says {lv}"
-                           for c, d, lv in zip(code[clash], derived[clash], level[clash], strict=True)])
+        chk.reject(
+            clash,
+            [
+                f"code {c} is a {d} code but level says {lv}"
+                for c, d, lv in zip(code[clash], derived[clash], level[clash], strict=True)
+            ],
+        )
     chk.columns["level"] = derived
     unknown = (code.notna() & derived.isna()).to_numpy(dtype=bool)
     chk.reject(unknown, [f"code {c} is not a district, street, community or grid code" for c in code[unknown]])
@@ -93,8 +98,9 @@ def prepare_parcels(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.number("coverage_limit", minimum=0, maximum=1, exclusive_min=True)
     chk.date("approved_at")
     chk.geometry("polygon", srid)
-    chk.attributes(["code", "name", "land_use", "far_limit", "height_limit_m", "coverage_limit", "approved_at",
-                    "source_id"])
+    chk.attributes(
+        ["code", "name", "land_use", "far_limit", "height_limit_m", "coverage_limit", "approved_at", "source_id"]
+    )
     _source(chk, source_file)
     return _stage(chk, "parcels")
 
@@ -111,8 +117,19 @@ def prepare_buildings(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.columns["ground_elevation_m"] = ground.fillna(0.0)
     chk.timestamp("valid_from")
     chk.geometry("polygon", srid, column="footprint")
-    chk.attributes(["building_code", "name", "use", "height_m", "height_source", "storeys", "ground_elevation_m",
-                    "valid_from", "source_id"])
+    chk.attributes(
+        [
+            "building_code",
+            "name",
+            "use",
+            "height_m",
+            "height_source",
+            "storeys",
+            "ground_elevation_m",
+            "valid_from",
+            "source_id",
+        ]
+    )
     _source(chk, source_file)
     return _stage(chk, "buildings", ("footprint",))
 
@@ -138,7 +155,9 @@ def prepare_pipe_nodes(chk: Checker, srid: int, source_file: str) -> Prepared:
     ground = chk.number("ground_elevation_m", required=True, minimum=-500, maximum=9000)
     invert = chk.number("invert_elevation_m", required=True, minimum=-1000, maximum=9000)
     above = (invert > ground).fillna(False).to_numpy(dtype=bool)
-    chk.reject(above, [f"invert {i:g} m is above ground {g:g} m" for i, g in zip(invert[above], ground[above], strict=True)])
+    chk.reject(
+        above, [f"invert {i:g} m is above ground {g:g} m" for i, g in zip(invert[above], ground[above], strict=True)]
+    )
     geoms = chk.geometry("point", srid)
     ok = np.array([g is not None for g in geoms])
     xy = shapely.get_coordinates(geoms[ok])
@@ -152,8 +171,7 @@ def prepare_pipe_nodes(chk: Checker, srid: int, source_file: str) -> Prepared:
 
 
 def prepare_pipes(chk: Checker, srid: int, source_file: str) -> Prepared:
-    chk.require_columns(["code", "network", "from_node", "to_node", "diameter_mm", "start_invert_m",
-                         "end_invert_m"])
+    chk.require_columns(["code", "network", "from_node", "to_node", "diameter_mm", "start_invert_m", "end_invert_m"])
     chk.text("code", required=True, pattern=NAME_PATTERN, what="pipe code")
     chk.enum("network", PIPE_NETWORKS)
     chk.text("from_node", required=True, pattern=NAME_PATTERN)
@@ -165,8 +183,20 @@ def prepare_pipes(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.number("built_year", minimum=1800, maximum=2200, integer=True)
     geoms = chk.geometry("line", srid)
     chk.columns["geom"] = lines_with_invert_z(geoms, start.to_numpy(dtype=float), end.to_numpy(dtype=float))
-    chk.attributes(["code", "network", "from_node", "to_node", "diameter_mm", "material", "start_invert_m",
-                    "end_invert_m", "built_year", "source_id"])
+    chk.attributes(
+        [
+            "code",
+            "network",
+            "from_node",
+            "to_node",
+            "diameter_mm",
+            "material",
+            "start_invert_m",
+            "end_invert_m",
+            "built_year",
+            "source_id",
+        ]
+    )
     _source(chk, source_file)
     return _stage(chk, "pipes")
 
@@ -210,8 +240,7 @@ def prepare_devices(chk: Checker, srid: int, source_file: str) -> Prepared:
     _codes(chk, "building_code", "building", required=False)
     geoms = chk.geometry("point", srid)
     chk.columns["geom"] = shapely.force_2d(geoms)
-    chk.attributes(["code", "kind", "name", "status", "installed_at", "pipe_node_code", "building_code",
-                    "source_id"])
+    chk.attributes(["code", "kind", "name", "status", "installed_at", "pipe_node_code", "building_code", "source_id"])
     _source(chk, source_file)
     return _stage(chk, "devices")
 
@@ -246,9 +275,24 @@ def prepare_events(chk: Checker, srid: int, source_file: str) -> Prepared:
     _codes(chk, "building_code", "building", required=False)
     geoms = chk.geometry("point", srid)
     chk.columns["geom"] = shapely.force_2d(geoms)
-    chk.attributes(["code", "category", "subcategory", "status", "reported_at", "updated_at", "due_at",
-                    "closed_at", "department", "reopen_count", "description", "reporter_contact",
-                    "building_code", "source_id"])
+    chk.attributes(
+        [
+            "code",
+            "category",
+            "subcategory",
+            "status",
+            "reported_at",
+            "updated_at",
+            "due_at",
+            "closed_at",
+            "department",
+            "reopen_count",
+            "description",
+            "reporter_contact",
+            "building_code",
+            "source_id",
+        ]
+    )
     _source(chk, source_file)
     return _stage(chk, "events")
 

@@ -108,8 +108,13 @@ def _record_run(conn: psycopg.Connection, path: Path, report: LayerReport, start
         source_file=str(path),
         sha256=file_sha256(path),
         started_at=started,
-        counts={"read": report.read, "inserted": report.inserted, "updated": report.updated,
-                "unchanged": report.unchanged, "repaired": report.repaired},
+        counts={
+            "read": report.read,
+            "inserted": report.inserted,
+            "updated": report.updated,
+            "unchanged": report.unchanged,
+            "repaired": report.repaired,
+        },
         rejected=report.rejected,
     )
 

@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -76,8 +77,14 @@ class Checker:
         return name in self.source.columns
 
     # ---- typed columns -------------------------------------------------------------------------------
-    def text(self, name: str, required: bool = False, pattern: str | None = None, what: str | None = None,
-             default: str | None = None) -> pd.Series:
+    def text(
+        self,
+        name: str,
+        required: bool = False,
+        pattern: str | None = None,
+        what: str | None = None,
+        default: str | None = None,
+    ) -> pd.Series:
         """A text column: stripped, empty → missing. Numeric source columns are refused for codes."""
         if not self.has(name):
             if required:
@@ -112,14 +119,21 @@ class Checker:
         self.columns[name] = col
         return col
 
-    def number(self, name: str, required: bool = False, minimum: float | None = None,
-               maximum: float | None = None, integer: bool = False, exclusive_min: bool = False) -> pd.Series:
+    def number(
+        self,
+        name: str,
+        required: bool = False,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        integer: bool = False,
+        exclusive_min: bool = False,
+    ) -> pd.Series:
         if not self.has(name):
             if required:
                 self.require_columns([name])
-            col = pd.Series([np.nan] * len(self.source), dtype=float)
-            self.columns[name] = col
-            return col
+            empty = pd.Series([np.nan] * len(self.source), dtype=float)
+            self.columns[name] = empty
+            return empty
         raw = self.source[name]
         num = pd.to_numeric(raw, errors="coerce").astype(float)
         given = raw.notna() & raw.astype(str).str.strip().ne("")
@@ -137,7 +151,7 @@ class Checker:
         if maximum is not None:
             high = finite & (num > maximum)
             self.reject(high.to_numpy(), [f"{name} {v:g} must be <= {maximum:g}" for v in num[high]])
-        col = num.round().astype("Int64") if integer else num
+        col: pd.Series = num.round().astype("Int64") if integer else num
         self.columns[name] = col
         return col
 
@@ -183,7 +197,7 @@ class Checker:
             col = pd.Series(["{}"] * len(self.source), dtype=object)
         else:
             records = self.source[extra].astype(object).to_dict("records")
-            col = pd.Series([_json(rec) for rec in records], dtype=object)
+            col = pd.Series([_json({str(k): v for k, v in rec.items()}) for rec in records], dtype=object)
         self.columns["attributes"] = col
         return col
 
@@ -191,10 +205,12 @@ class Checker:
         self.columns[name] = pd.Series([value] * len(self.source), dtype=object)
 
     # ---- geometry ------------------------------------------------------------------------------------
-    def geometry(self, family: str, srid: int, column: str = "geom", min_area_m2: float = 0.5) -> npt.NDArray[np.object_]:
+    def geometry(
+        self, family: str, srid: int, column: str = "geom", min_area_m2: float = 0.5
+    ) -> npt.NDArray[np.object_]:
         """Check and normalise geometries: right type (else rejected), valid (repaired where possible),
         polygons as 2D MultiPolygons. Returns the shapely array (None where rejected)."""
-        geoms = np.asarray(self.source.geometry.array, dtype=object)
+        geoms: Any = np.asarray(self.source.geometry.array, dtype=object)
         allowed = GEOMETRY_FAMILIES[family]
         names = np.array(["Missing" if g is None else g.geom_type for g in geoms], dtype=object)
         missing = np.array([g is None or g.is_empty for g in geoms])
@@ -206,8 +222,10 @@ class Checker:
             geoms = np.where(single, shapely.get_geometry(geoms, 0), geoms)
             ok_type |= single
         if family == "line":
-            merged = np.array([shapely.line_merge(g) if n == "MultiLineString" else g for g, n in zip(geoms, names, strict=True)],
-                              dtype=object)
+            merged = np.array(
+                [shapely.line_merge(g) if n == "MultiLineString" else g for g, n in zip(geoms, names, strict=True)],
+                dtype=object,
+            )
             single = (names == "MultiLineString") & (shapely.get_type_id(merged) == 1)
             geoms = np.where(single, merged, geoms)
             ok_type |= single
@@ -228,7 +246,7 @@ class Checker:
                 reason = shapely.is_valid_reason(geoms[i])
                 fixed = _polygonal(shapely.make_valid(geoms[i]))
                 if fixed is None:
-                    self.reject(_one(len(geoms), i), f"invalid geometry that cannot be repaired ({reason})")
+                    self.reject(_one(len(geoms), int(i)), f"invalid geometry that cannot be repaired ({reason})")
                     good[i] = False
                 else:
                     geoms[i] = fixed

@@ -76,7 +76,9 @@ def read_vector(path: Path, layer: str | None, crs: str | None, storage_srid: in
         frame = frame.set_crs(target, allow_override=True)
     bounds = frame.geometry.total_bounds if len(frame) else np.zeros(4)
     if not np.all(np.isfinite(bounds)):
-        raise IngestError(f"{where}: coordinates could not be transformed to EPSG:{storage_srid} (outside the CRS area?)")
+        raise IngestError(
+            f"{where}: coordinates could not be transformed to EPSG:{storage_srid} (outside the CRS area?)"
+        )
     return frame
 
 

@@ -18,8 +18,15 @@ import numpy as np
 import shapely
 from pyproj import Transformer
 
-from sample_data.names import COMMUNITY_NAMES, COMPANY_WORDS, ESTATE_SUFFIXES, ESTATE_WORDS
-from sample_data.names import STREET_NAMES, VILLAGE_NAMES, cycled_name
+from sample_data.names import (
+    COMMUNITY_NAMES,
+    COMPANY_WORDS,
+    ESTATE_SUFFIXES,
+    ESTATE_WORDS,
+    STREET_NAMES,
+    VILLAGE_NAMES,
+    cycled_name,
+)
 
 HOUHAI_LONLAT = (113.945, 22.515)
 DISTRICT_CODE = "440305"

@@ -148,7 +148,5 @@ def test_geometry_columns_use_the_storage_srid(fresh_settings: Settings) -> None
     ensure_database(fresh_settings)
     assert fresh_settings.database_url
     with psycopg.connect(fresh_settings.database_url) as conn:
-        srids = conn.execute(
-            "SELECT DISTINCT srid FROM geometry_columns WHERE f_table_schema = 'public'"
-        ).fetchall()
+        srids = conn.execute("SELECT DISTINCT srid FROM geometry_columns WHERE f_table_schema = 'public'").fetchall()
     assert srids == [(4547,)]

@@ -9,16 +9,26 @@ from pathlib import Path
 import geopandas as gpd
 import psycopg
 import pytest
+import tinycity
 from shapely.geometry import Point, Polygon, box
 
-import tinycity
 from cim.db import connect, ensure_database
 from cim.settings import Settings
 from ingest.city_layers import ingest_files
-from ingest.errors import IngestError, RejectedFeatures
+from ingest.errors import IngestError
 
-CITY_TABLES = ("admin_units", "parcels", "buildings", "building_history", "houses", "pipe_nodes", "pipes",
-               "devices", "observations", "events")
+CITY_TABLES = (
+    "admin_units",
+    "parcels",
+    "buildings",
+    "building_history",
+    "houses",
+    "pipe_nodes",
+    "pipes",
+    "devices",
+    "observations",
+    "events",
+)
 
 
 def fingerprint(settings: Settings) -> dict[str, str]:
@@ -50,13 +60,18 @@ def query(settings: Settings, sql: str, params: tuple[object, ...] = ()) -> list
 def test_counts_areas_and_links(city: tuple[Settings, dict[str, Path]]) -> None:
     s, _ = city
     assert query(s, "SELECT level, count(*) FROM admin_units GROUP BY level ORDER BY level") == [
-        ("community", 1), ("district", 1), ("grid", 2), ("street", 1)]
+        ("community", 1),
+        ("district", 1),
+        ("grid", 2),
+        ("street", 1),
+    ]
     n, area = query(s, "SELECT count(*), sum(footprint_area_m2) FROM buildings")[0]
     assert n == 4
     assert area == pytest.approx(tinycity.BUILDING_AREA_M2, abs=1e-6)
     # The courtyard keeps its hole; the attributes outside the contract are kept.
-    court = query(s, "SELECT ST_NumInteriorRings(ST_GeometryN(footprint, 1)), attributes FROM buildings "
-                     "WHERE name = '院楼'")[0]
+    court = query(
+        s, "SELECT ST_NumInteriorRings(ST_GeometryN(footprint, 1)), attributes FROM buildings WHERE name = '院楼'"
+    )[0]
     assert court[0] == 1 and court[1] == {"owner": "区政府"}
     # Parcel and unit codes come from where the building lies.
     rows = query(s, "SELECT name, parcel_code, grid_code, street_code, district_code FROM buildings ORDER BY name")
@@ -66,8 +81,7 @@ def test_counts_areas_and_links(city: tuple[Settings, dict[str, Path]]) -> None:
 
 def test_building_without_code_gets_next_number_in_its_grid(city: tuple[Settings, dict[str, Path]]) -> None:
     s, files = city
-    assert query(s, "SELECT building_code FROM buildings WHERE source_id = 'b2'") == [
-        (tinycity.GRID_B + "00001",)]
+    assert query(s, "SELECT building_code FROM buildings WHERE source_id = 'b2'") == [(tinycity.GRID_B + "00001",)]
     # Reloading keeps that code (matched by source file and id) instead of numbering it again.
     reports = ingest_files("buildings", [files["buildings"]], settings=s)
     assert (reports[0].inserted, reports[0].updated, reports[0].unchanged) == (0, 0, 4)
@@ -85,8 +99,11 @@ def test_loading_twice_leaves_the_same_database(city: tuple[Settings, dict[str, 
 
 def test_pipes_are_3d_with_invert_z_and_nodes_at_ground(city: tuple[Settings, dict[str, Path]]) -> None:
     s, _ = city
-    rows = query(s, "SELECT code, ST_Z(ST_StartPoint(geom)), ST_Z(ST_PointN(geom, 2)), ST_Z(ST_EndPoint(geom)), "
-                    "length_m FROM pipes ORDER BY code")
+    rows = query(
+        s,
+        "SELECT code, ST_Z(ST_StartPoint(geom)), ST_Z(ST_PointN(geom, 2)), ST_Z(ST_EndPoint(geom)), "
+        "length_m FROM pipes ORDER BY code",
+    )
     assert rows[0][0] == "YS-1"
     assert rows[0][1:] == pytest.approx((3.0, 2.9, 2.8, 40.0))
     assert rows[1][1] == pytest.approx(2.7) and rows[1][3] == pytest.approx(2.4)
@@ -103,7 +120,8 @@ def test_an_edit_makes_a_new_version_and_keeps_the_old(city: tuple[Settings, dic
     code = tinycity.GRID_A + "00001"
     assert query(s, "SELECT version, height_m FROM buildings WHERE building_code = %s", (code,)) == [(2, 33.0)]
     assert query(s, "SELECT version, change, height_m FROM building_history WHERE building_code = %s", (code,)) == [
-        (1, "altered", 30.0)]
+        (1, "altered", 30.0)
+    ]
     assert query(s, "SELECT count(*) FROM building_versions WHERE building_code = %s", (code,)) == [(2,)]
 
 
@@ -121,8 +139,9 @@ def assert_refused(s: Settings, kind: str, path: Path, *needles: str, **kw: obje
 def test_wrong_geometry_type_is_refused(city: tuple[Settings, dict[str, Path]], tmp_path: Path) -> None:
     s, _ = city
     frame = tinycity.buildings_frame()
-    points = gpd.GeoDataFrame(frame.drop(columns="geometry"), geometry=[Point(tinycity.X0 + 5, tinycity.Y0 + 5)] * 4,
-                              crs=tinycity.SRID)
+    points = gpd.GeoDataFrame(
+        frame.drop(columns="geometry"), geometry=[Point(tinycity.X0 + 5, tinycity.Y0 + 5)] * 4, crs=tinycity.SRID
+    )
     path = tinycity.write(points, tmp_path / "points.geojson")
     assert_refused(s, "buildings", path, "points.geojson", "wrong geometry type", "Polygon", "Point")
 
@@ -175,13 +194,15 @@ def test_self_intersecting_footprint_is_repaired(city: tuple[Settings, dict[str,
     frame = tinycity.buildings_frame()
     x, y = tinycity.X0 + 400, tinycity.Y0 + 400
     bowtie = Polygon([(x, y), (x + 20, y + 20), (x + 20, y), (x, y + 20)])
-    frame = gpd.GeoDataFrame(frame.iloc[[0]].assign(building_code=None, source_id="bowtie"), geometry=[bowtie],
-                             crs=tinycity.SRID)
+    frame = gpd.GeoDataFrame(
+        frame.iloc[[0]].assign(building_code=None, source_id="bowtie"), geometry=[bowtie], crs=tinycity.SRID
+    )
     path = tinycity.buildings(tmp_path, frame, name="bowtie.gpkg")
     report = ingest_files("buildings", [path], settings=s)[0]
     assert report.repaired == 1 and report.inserted == 1
-    assert query(s, "SELECT ST_IsValid(footprint), round(footprint_area_m2) FROM buildings WHERE source_id = 'bowtie'") == [
-        (True, 200)]
+    assert query(
+        s, "SELECT ST_IsValid(footprint), round(footprint_area_m2) FROM buildings WHERE source_id = 'bowtie'"
+    ) == [(True, 200)]
 
 
 def test_outside_every_grid_is_rejected(city: tuple[Settings, dict[str, Path]], tmp_path: Path) -> None:
@@ -208,4 +229,5 @@ def test_database_constraints_are_the_last_line(city: tuple[Settings, dict[str, 
     with connect(s) as conn, pytest.raises(psycopg.errors.CheckViolation):
         conn.execute(
             "INSERT INTO admin_units (code, level, name, parent_code, geom) VALUES "
-            "('44030500700103', 'grid', 'x', '440305007002', ST_Multi(ST_MakeEnvelope(0,0,1,1,4547)))")
+            "('44030500700103', 'grid', 'x', '440305007002', ST_Multi(ST_MakeEnvelope(0,0,1,1,4547)))"
+        )

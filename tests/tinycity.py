@@ -34,7 +34,8 @@ def admin(out: Path) -> Path:
     ]
     gdf = gpd.GeoDataFrame(
         {"code": [r[0] for r in rows], "name": [r[1] for r in rows]},
-        geometry=[r[2] for r in rows], crs=SRID,
+        geometry=[r[2] for r in rows],
+        crs=SRID,
     )
     return write(gdf, out / "admin.geojson")
 
@@ -59,10 +60,20 @@ def buildings_frame() -> gpd.GeoDataFrame:
     courtyard (ring with a hole) in grid A."""
     sq = box(X0 + 100, Y0 + 100, X0 + 120, Y0 + 120)  # 400 m²
     slab = box(X0 + 600, Y0 + 100, X0 + 630, Y0 + 110)  # 300 m²
-    ell = Polygon([(X0 + 200, Y0 + 200), (X0 + 240, Y0 + 200), (X0 + 240, Y0 + 210), (X0 + 210, Y0 + 210),
-                   (X0 + 210, Y0 + 240), (X0 + 200, Y0 + 240)])  # 400 + 300 = 700 m²
-    court = Polygon(box(X0 + 300, Y0 + 300, X0 + 340, Y0 + 340).exterior.coords,
-                    [box(X0 + 310, Y0 + 310, X0 + 330, Y0 + 330).exterior.coords[::-1]])  # 1600 - 400 = 1200 m²
+    ell = Polygon(
+        [
+            (X0 + 200, Y0 + 200),
+            (X0 + 240, Y0 + 200),
+            (X0 + 240, Y0 + 210),
+            (X0 + 210, Y0 + 210),
+            (X0 + 210, Y0 + 240),
+            (X0 + 200, Y0 + 240),
+        ]
+    )  # 400 + 300 = 700 m²
+    court = Polygon(
+        box(X0 + 300, Y0 + 300, X0 + 340, Y0 + 340).exterior.coords,
+        [box(X0 + 310, Y0 + 310, X0 + 330, Y0 + 330).exterior.coords[::-1]],
+    )  # 1600 - 400 = 1200 m²
     return gpd.GeoDataFrame(
         {
             "building_code": [GRID_A + "00001", None, GRID_A + "00002", GRID_A + "00003"],
@@ -109,8 +120,10 @@ def pipes(out: Path) -> Path:
             "start_invert_m": [3.0, 2.7],
             "end_invert_m": [2.8, 2.4],
         },
-        geometry=[LineString([(X0 + 480, Y0 + 20), (X0 + 500, Y0 + 20), (X0 + 520, Y0 + 20)]),
-                  LineString([(X0 + 520, Y0 + 20), (X0 + 560, Y0 + 20)])],
+        geometry=[
+            LineString([(X0 + 480, Y0 + 20), (X0 + 500, Y0 + 20), (X0 + 520, Y0 + 20)]),
+            LineString([(X0 + 520, Y0 + 20), (X0 + 560, Y0 + 20)]),
+        ],
         crs=SRID,
     )
     path = out / "pipes.gpkg"
@@ -122,8 +135,12 @@ def pipes(out: Path) -> Path:
 def houses(out: Path) -> Path:
     b1 = GRID_A + "00001"
     frame = pd.DataFrame(
-        {"house_code": [f"{b1}{s:04d}{u:02d}" for s in (1, 2) for u in (1, 2)],
-         "storey": [1, 1, 2, 2], "area_m2": [90.0, 80.5, 90.0, 80.5], "use": ["residential"] * 4}
+        {
+            "house_code": [f"{b1}{s:04d}{u:02d}" for s in (1, 2) for u in (1, 2)],
+            "storey": [1, 1, 2, 2],
+            "area_m2": [90.0, 80.5, 90.0, 80.5],
+            "use": ["residential"] * 4,
+        }
     )
     path = out / "houses.csv"
     frame.to_csv(path, index=False)
@@ -132,6 +149,9 @@ def houses(out: Path) -> Path:
 
 def write_all(out: Path) -> dict[str, Path]:
     return {
-        "admin": admin(out), "parcels": parcels(out), "buildings": buildings(out), "pipes": pipes(out),
+        "admin": admin(out),
+        "parcels": parcels(out),
+        "buildings": buildings(out),
+        "pipes": pipes(out),
         "houses": houses(out),
     }

@@ -30,8 +30,16 @@ def record_ingest_run(
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         """,
         (
-            layer, source_file, sha256, started_at, counts["read"], counts["inserted"], counts["updated"],
-            counts["unchanged"], counts["repaired"], len(rejected),
+            layer,
+            source_file,
+            sha256,
+            started_at,
+            counts["read"],
+            counts["inserted"],
+            counts["updated"],
+            counts["unchanged"],
+            counts["repaired"],
+            len(rejected),
             Jsonb({"rejected": [{"row": r, "reason": m} for r, m in rejected[:1000]]}),
         ),
     )

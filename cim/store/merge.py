@@ -30,7 +30,7 @@ def _reject(conn: psycopg.Connection, layer: str, query: str) -> list[tuple[int,
 
     ``query`` is SQL written in this module (never user text) with ``{stage}`` for the stage table; it takes
     no parameters, so ``%`` in ``format()`` patterns is passed through as is."""
-    rows = conn.execute(sql.SQL(query).format(stage=stage_table(layer))).fetchall()  # type: ignore[arg-type]
+    rows = conn.execute(sql.SQL(query).format(stage=stage_table(layer))).fetchall()
     if rows:
         conn.execute(
             sql.SQL("DELETE FROM {} WHERE row_no = ANY(%s)").format(stage_table(layer)),
@@ -42,7 +42,8 @@ def _reject(conn: psycopg.Connection, layer: str, query: str) -> list[tuple[int,
 def _duplicates(conn: psycopg.Connection, layer: str, key: str) -> list[tuple[int, str]]:
     # ``key`` is a column name constant of this module.
     return _reject(
-        conn, layer,
+        conn,
+        layer,
         f"""
         SELECT row_no, format('duplicate {key} %s (first at feature %s)', {key}, first_row)
           FROM (SELECT row_no, {key}, min(row_no) OVER (PARTITION BY {key}) AS first_row FROM {{stage}}
@@ -86,7 +87,8 @@ def _locate(conn: psycopg.Connection, layer: str, geom: str = "geom", parcels: b
             ).format(stage=stage, g=g)
         )
     return _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT row_no, format('lies outside every administrative grid (interior point %s)',
                               ST_AsText(ST_PointOnSurface(s.geom_), 1))
@@ -131,9 +133,7 @@ def _upsert(
             for c in updates
         ),
         new=sql.SQL(", ").join(
-            sql.SQL("ST_AsEWKB(EXCLUDED.{})" if c in ("geom", "footprint") else "EXCLUDED.{}").format(
-                sql.Identifier(c)
-            )
+            sql.SQL("ST_AsEWKB(EXCLUDED.{})" if c in ("geom", "footprint") else "EXCLUDED.{}").format(sql.Identifier(c))
             for c in updates
         ),
     )
@@ -156,7 +156,8 @@ def merge_admin(conn: psycopg.Connection) -> MergeResult:
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT s.row_no, format('parent unit %s of %s %s is neither in the file nor in the database',
                                 left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END),
@@ -171,7 +172,8 @@ def merge_admin(conn: psycopg.Connection) -> MergeResult:
     )
     # A child must lie inside its parent (1% of its area may stick out, for digitising slivers).
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         WITH parents AS (
             SELECT code, geom FROM {stage}
@@ -179,7 +181,8 @@ def merge_admin(conn: psycopg.Connection) -> MergeResult:
             SELECT code, geom FROM admin_units a WHERE NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.code = a.code)
         )
         SELECT s.row_no, format('%s %s lies outside its parent %s (%s%% of its area outside)', s.level, s.code,
-                                p.code, round((100 * ST_Area(ST_Difference(s.geom, p.geom)) / ST_Area(s.geom))::numeric, 1))
+                                p.code,
+                                round((100 * ST_Area(ST_Difference(s.geom, p.geom)) / ST_Area(s.geom))::numeric, 1))
           FROM {stage} s JOIN parents p
             ON p.code = left(s.code, length(s.code) - CASE s.level WHEN 'grid' THEN 2 ELSE 3 END)
          WHERE s.level <> 'district'
@@ -187,13 +190,22 @@ def merge_admin(conn: psycopg.Connection) -> MergeResult:
         """,
     )
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "admin_units", "code",
+        conn,
+        layer,
+        "admin_units",
+        "code",
         [
-            ("code", "code"), ("level", "level"), ("name", "name"),
-            ("parent_code",
-             "CASE level WHEN 'district' THEN NULL ELSE left(code, length(code) - "
-             "CASE level WHEN 'grid' THEN 2 ELSE 3 END) END"),
-            ("geom", "geom"), ("attributes", "attributes"), ("source_file", "source_file"),
+            ("code", "code"),
+            ("level", "level"),
+            ("name", "name"),
+            (
+                "parent_code",
+                "CASE level WHEN 'district' THEN NULL ELSE left(code, length(code) - "
+                "CASE level WHEN 'grid' THEN 2 ELSE 3 END) END",
+            ),
+            ("geom", "geom"),
+            ("attributes", "attributes"),
+            ("source_file", "source_file"),
         ],
     )
     return res
@@ -205,9 +217,26 @@ def merge_parcels(conn: psycopg.Connection) -> MergeResult:
     res.rejects += _duplicates(conn, layer, "code")
     res.rejects += _locate(conn, layer, parcels=False)
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "parcels", "code",
-        _same(["code", "name", "land_use", "far_limit", "height_limit_m", "coverage_limit", "approved_at",
-               "geom", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+        conn,
+        layer,
+        "parcels",
+        "code",
+        _same(
+            [
+                "code",
+                "name",
+                "land_use",
+                "far_limit",
+                "height_limit_m",
+                "coverage_limit",
+                "approved_at",
+                "geom",
+                "attributes",
+                "source_file",
+                "source_id",
+            ]
+        )
+        + UNIT_TARGETS,
     )
     return res
 
@@ -218,7 +247,8 @@ def merge_buildings(conn: psycopg.Connection) -> MergeResult:
     res.rejects += _duplicates(conn, layer, "building_code")
     res.rejects += _locate(conn, layer, geom="footprint")
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT row_no, format('building %s is coded into grid %s but lies in grid %s',
                               building_code, left(building_code, 14), grid_code)
@@ -257,15 +287,21 @@ def merge_buildings(conn: psycopg.Connection) -> MergeResult:
         ).format(stage=stage_table(layer))
     )
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         "SELECT row_no, format('grid %s has no free building number left', grid_code) "
         "FROM {stage} WHERE building_code IS NULL",
     )
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "buildings", "building_code",
-        _same(["building_code", "name", "use", "height_m", "height_source", "storeys", "ground_elevation_m",
-               "footprint", "parcel_code", "attributes", "source_file", "source_id"])
-        + [("valid_from", "coalesce(valid_from, now())")],
+        conn,
+        layer,
+        "buildings",
+        "building_code",
+        [
+            *_same(["building_code", "name", "use", "height_m", "height_source", "storeys", "ground_elevation_m"]),
+            *_same(["footprint", "parcel_code", "attributes", "source_file", "source_id"]),
+            ("valid_from", "coalesce(valid_from, now())"),
+        ],
     )
     return res
 
@@ -275,14 +311,16 @@ def merge_houses(conn: psycopg.Connection) -> MergeResult:
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "house_code")
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT s.row_no, format('house %s: building %s does not exist', s.house_code, left(s.house_code, 19))
           FROM {stage} s WHERE NOT EXISTS (SELECT 1 FROM buildings b WHERE b.building_code = left(s.house_code, 19))
         """,
     )
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT s.row_no, format('house %s: storey %s is above the building''s %s storeys', s.house_code,
                                 s.storey, b.storeys)
@@ -290,7 +328,10 @@ def merge_houses(conn: psycopg.Connection) -> MergeResult:
         """,
     )
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "houses", "house_code",
+        conn,
+        layer,
+        "houses",
+        "house_code",
         _same(["house_code", "storey", "area_m2", "use", "attributes", "source_file"]),
     )
     return res
@@ -302,9 +343,24 @@ def merge_pipe_nodes(conn: psycopg.Connection) -> MergeResult:
     res.rejects += _duplicates(conn, layer, "code")
     res.rejects += _locate(conn, layer, parcels=False)
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "pipe_nodes", "code",
-        _same(["code", "network", "kind", "ground_elevation_m", "invert_elevation_m", "geom", "attributes",
-               "source_file", "source_id"]) + UNIT_TARGETS,
+        conn,
+        layer,
+        "pipe_nodes",
+        "code",
+        _same(
+            [
+                "code",
+                "network",
+                "kind",
+                "ground_elevation_m",
+                "invert_elevation_m",
+                "geom",
+                "attributes",
+                "source_file",
+                "source_id",
+            ]
+        )
+        + UNIT_TARGETS,
     )
     return res
 
@@ -316,7 +372,8 @@ def merge_pipes(conn: psycopg.Connection) -> MergeResult:
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT s.row_no, CASE
                  WHEN f.code IS NULL THEN format('pipe %s: from_node %s does not exist', s.code, s.from_node)
@@ -336,9 +393,28 @@ def merge_pipes(conn: psycopg.Connection) -> MergeResult:
     )
     res.rejects += _locate(conn, layer, parcels=False)
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "pipes", "code",
-        _same(["code", "network", "from_node", "to_node", "diameter_mm", "material", "start_invert_m",
-               "end_invert_m", "built_year", "geom", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+        conn,
+        layer,
+        "pipes",
+        "code",
+        _same(
+            [
+                "code",
+                "network",
+                "from_node",
+                "to_node",
+                "diameter_mm",
+                "material",
+                "start_invert_m",
+                "end_invert_m",
+                "built_year",
+                "geom",
+                "attributes",
+                "source_file",
+                "source_id",
+            ]
+        )
+        + UNIT_TARGETS,
     )
     return res
 
@@ -346,7 +422,8 @@ def merge_pipes(conn: psycopg.Connection) -> MergeResult:
 def _reject_unknown(conn: psycopg.Connection, layer: str, column: str, table: str, key: str) -> list[tuple[int, str]]:
     # column, table and key are constants of this module.
     return _reject(
-        conn, layer,
+        conn,
+        layer,
         f"""
         SELECT s.row_no, format('{column} %s does not exist', s.{column}) FROM {{stage}} s
          WHERE s.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key} = s.{column})
@@ -362,9 +439,27 @@ def merge_devices(conn: psycopg.Connection) -> MergeResult:
     res.rejects += _reject_unknown(conn, layer, "building_code", "buildings", "building_code")
     res.rejects += _locate(conn, layer)
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "devices", "code",
-        _same(["code", "kind", "name", "status", "installed_at", "geom", "pipe_node_code", "building_code",
-               "parcel_code", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+        conn,
+        layer,
+        "devices",
+        "code",
+        _same(
+            [
+                "code",
+                "kind",
+                "name",
+                "status",
+                "installed_at",
+                "geom",
+                "pipe_node_code",
+                "building_code",
+                "parcel_code",
+                "attributes",
+                "source_file",
+                "source_id",
+            ]
+        )
+        + UNIT_TARGETS,
     )
     return res
 
@@ -373,7 +468,8 @@ def merge_observations(conn: psycopg.Connection) -> MergeResult:
     layer = "observations"
     res = MergeResult()
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT row_no, format('duplicate observation of %s %s at %s (first at line %s)', device_code, property,
                               observed_at, first_row)
@@ -384,7 +480,8 @@ def merge_observations(conn: psycopg.Connection) -> MergeResult:
         """,
     )
     res.rejects += _reject(
-        conn, layer,
+        conn,
+        layer,
         """
         SELECT s.row_no, format('device %s does not exist', s.device_code) FROM {stage} s
          WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.code = s.device_code)
@@ -416,10 +513,33 @@ def merge_events(conn: psycopg.Connection) -> MergeResult:
     res.rejects += _reject_unknown(conn, layer, "building_code", "buildings", "building_code")
     res.rejects += _locate(conn, layer)
     res.inserted, res.updated, res.unchanged = _upsert(
-        conn, layer, "events", "code",
-        _same(["code", "category", "subcategory", "status", "reported_at", "updated_at", "due_at", "closed_at",
-               "department", "reopen_count", "description", "reporter_contact", "geom", "building_code",
-               "parcel_code", "attributes", "source_file", "source_id"]) + UNIT_TARGETS,
+        conn,
+        layer,
+        "events",
+        "code",
+        _same(
+            [
+                "code",
+                "category",
+                "subcategory",
+                "status",
+                "reported_at",
+                "updated_at",
+                "due_at",
+                "closed_at",
+                "department",
+                "reopen_count",
+                "description",
+                "reporter_contact",
+                "geom",
+                "building_code",
+                "parcel_code",
+                "attributes",
+                "source_file",
+                "source_id",
+            ]
+        )
+        + UNIT_TARGETS,
         touch=False,
     )
     return res
