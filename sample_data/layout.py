@@ -162,7 +162,7 @@ def make_terrain(lat: Lattice, scale: int, rng: np.random.Generator) -> Terrain:
     angle = rng.uniform(0, np.pi, k)
     waves = np.column_stack(
         [
-            rng.uniform(0.2, 0.45, k),
+            rng.uniform(0.15, 0.35, k),
             2 * np.pi / wavelength * np.cos(angle),
             2 * np.pi / wavelength * np.sin(angle),
             rng.uniform(0, 2 * np.pi, k),
@@ -175,7 +175,7 @@ def make_terrain(lat: Lattice, scale: int, rng: np.random.Generator) -> Terrain:
             rng.uniform(float(lat.xs[1]), xmax, m),
             rng.uniform(ymin, ymax, m),
             rng.uniform(120, 260, m),
-            rng.uniform(0.8, 1.8, m),
+            rng.uniform(0.6, 1.3, m),
         ]
     )
     return Terrain(x_coast=float(np.median(lat.coast_x)), waves=waves, hollows=hollows)

@@ -16,14 +16,16 @@ import shapely
 
 from sample_data.layout import Lattice, Terrain
 
-MANHOLE_SPACING_M = 45.0
+MANHOLE_SPACING_M = 40.0
 """Manholes at most this far apart (and at least 30 m, given blocks of 190 m and more)."""
 RIVER_EVERY = 10
-MIN_COVER_M = 1.7
-"""Ground to invert at the head of a pipe, on top of the pipe diameter."""
+MIN_COVER_M = 1.5
+"""Least ground-to-invert depth of a node."""
 MAX_SLOPE = 0.01
+LIFT_DEPTH_M = 5.0
+"""A gravity node deeper than this gets a lift station (pipes leave it at normal cover)."""
 VALVE_OFFSET_M = 8.0
-HYDRANT_SPACING_M = 120.0
+HYDRANT_SPACING_M = 100.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ RAIN = GravitySpec(
 SEWAGE = GravitySpec(
     "sewage", "WSJ", "WS", 7.0, 1.0, "pump_station", 9.0,
     (300, 400, 500, 600, 800, 1000),
-    (1500, 3000, 4500, 6000, 8000),
+    (400, 1200, 2500, 4000, 6000),
     "RC", 600, "HDPE",
 )
 
@@ -197,16 +199,22 @@ def gravity_network(lat: Lattice, terrain: Terrain, spec: GravitySpec, rng: np.r
     out_diam = np.where(down_arr >= 0, diam, 0.0)
     np.maximum.at(out_diam, down_arr[pipes], diam[pipes])
 
-    cover = MIN_COVER_M + rng.uniform(0.0, 0.3, n) + out_diam / 1000.0
+    cover = MIN_COVER_M + rng.uniform(0.1, 0.4, n) + out_diam / 2000.0
     invert = np.round(ground - cover, 3)
     end = np.zeros(n)
-    min_slope = np.where(diam <= 300, 0.003, np.where(diam <= 400, 0.002, np.where(diam <= 500, 0.0015, 0.001)))
+    start = np.zeros(n)
+    min_slope = np.where(diam <= 300, 0.003, np.where(diam <= 400, 0.0015, np.where(diam <= 500, 0.0012, 0.001)))
     for level in range(int(hops.max()), 0, -1):
         at = np.flatnonzero(hops == level)
         to = down_arr[at]
-        wanted = (invert[at] - (ground[to] - MIN_COVER_M - diam[at] / 1000.0)) / length[at]
+        # Where a trunk has got too deep, a lift station pumps it back up to the normal cover.
+        deep = ground[at] - invert[at] > LIFT_DEPTH_M
+        kind[at[deep]] = "pump_station"
+        start[at] = np.where(deep, np.round(ground[at] - cover[at], 3), invert[at])
+        wanted = (start[at] - (ground[to] - MIN_COVER_M - 0.1 - diam[at] / 2000.0)) / length[at]
         slope = np.clip(wanted, min_slope[at], MAX_SLOPE)
-        end[at] = np.round(invert[at] - slope * length[at], 3)
+        # Round down to the millimetre so rounding never flattens a pipe below its minimum slope.
+        end[at] = np.floor((start[at] - slope * length[at]) * 1000.0) / 1000.0
         np.minimum.at(invert, to, end[at])
 
     order = pipes  # pipes are numbered in node construction order
@@ -224,7 +232,7 @@ def gravity_network(lat: Lattice, terrain: Terrain, spec: GravitySpec, rng: np.r
         pipe_to=down_arr[order],
         diameter_mm=diam[order],
         material=np.where(diam[order] >= spec.big_from_mm, spec.big_material, spec.small_material).astype(object),
-        start_invert=invert[order],
+        start_invert=start[order],
         end_invert=end[order],
         built_year=line_year[order],
     )

@@ -402,6 +402,7 @@ CREATE TABLE tilesets (
     attributes jsonb NOT NULL DEFAULT '{}',
     built_at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX tilesets_bounds_idx ON tilesets USING gist (bounds);
 
 CREATE TABLE ingest_runs (
     id bigserial PRIMARY KEY,
