@@ -23,7 +23,7 @@ from shapely.geometry.base import BaseGeometry
 from ingest.errors import IngestError
 
 LOCAL_TZ = "Asia/Shanghai"
-_HAS_OFFSET = re.compile(r"(Z|[+-]\d{2}(:?\d{2})?)$")
+_HAS_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 GEOMETRY_FAMILIES = {
@@ -98,15 +98,15 @@ class Checker:
                 f"{self.where}: column {name} is numeric; codes must be stored as text (they keep leading "
                 "zeros and exceed floating-point precision)"
             )
-        col = pd.Series([_text_value(v) for v in raw], dtype=object)
+        col = _text_series(raw)
         if default is not None:
             col = col.where(col.notna(), default)
         label = what or name
         if required:
             self.reject(col.isna().to_numpy(), f"{label} is missing")
         if pattern is not None:
-            rx = re.compile(pattern)
-            bad = col.map(lambda v: v is not None and rx.fullmatch(v) is None).to_numpy(dtype=bool)
+            matched = col.astype("string").str.fullmatch(pattern).fillna(True)
+            bad = ~matched.to_numpy(dtype=bool)
             self.reject(bad, [f"{label} {v!r} is not valid" for v in col[bad]])
         self.columns[name] = col
         return col
@@ -169,15 +169,16 @@ class Checker:
             parsed = ts.dt.tz_convert("UTC")
             text = raw.astype(object)
         else:
-            text = pd.Series([_text_value(v) for v in raw], dtype=object)
-            fixed = text.map(_with_offset)
+            text = _text_series(raw)
+            fixed = _with_offsets(text)
             parsed = pd.to_datetime(fixed, errors="coerce", utc=True, format="ISO8601")
         given = text.notna()
         bad = given & parsed.isna()
         self.reject(bad.to_numpy(), [f"{name} {v!r} is not an ISO 8601 date/time" for v in text[bad]])
         if required:
             self.reject((~given).to_numpy(), f"{name} is missing")
-        col = parsed.map(lambda t: None if pd.isna(t) else t.isoformat())
+        iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
+        col = iso.astype(object).where(iso.notna(), None)
         self.columns[name] = col
         return col
 
@@ -293,21 +294,26 @@ class Checker:
         return Prepared(layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired)
 
 
-def _text_value(v: object) -> str | None:
-    """Stripped text, with missing values (None, NaN, NaT, empty) as None."""
-    if v is None or (not isinstance(v, str) and pd.isna(v)):  # type: ignore[call-overload]
-        return None
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    return str(v).strip() or None
+def _text_series(raw: pd.Series) -> pd.Series:
+    """Stripped text (vectorised), with missing values (None, NaN, NaT, empty) as None. Whole floats lose
+    their ``.0`` (a numeric column of storey numbers read from a Shapefile stays readable)."""
+    if pd.api.types.is_float_dtype(raw):
+        whole = raw.notna() & (raw == raw.round())
+        text = raw.astype("string").where(~whole, raw.where(whole).astype("Int64").astype("string"))
+    else:
+        text = raw.astype("string")
+    text = text.str.strip()
+    text = text.mask(text == "")
+    return text.astype(object).where(text.notna(), None)
 
 
-def _with_offset(v: str | None) -> str | None:
-    if v is None:
-        return None
-    if _DATE_ONLY.match(v):
-        return v + "T00:00:00+08:00"
-    return v if _HAS_OFFSET.search(v) else v + "+08:00"
+def _with_offsets(text: pd.Series) -> pd.Series:
+    """Times without an offset are Asia/Shanghai (+08:00); bare dates are midnight there."""
+    s = text.astype("string")
+    has_offset = s.str.contains(_HAS_OFFSET.pattern, regex=True).fillna(False)
+    date_only = s.str.fullmatch(_DATE_ONLY.pattern.strip("^$")).fillna(False)
+    fixed = s.where(has_offset, s + "+08:00")
+    return fixed.where(~date_only, s + "T00:00:00+08:00")
 
 
 def _one(n: int, i: int) -> npt.NDArray[np.bool_]:

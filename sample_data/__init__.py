@@ -1,0 +1,1 @@
+"""Demo district generator: writes a Houhai-like part of Nanshan as ordinary input files (``generate``)."""

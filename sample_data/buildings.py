@@ -40,36 +40,177 @@ class Style:
 
 STYLES: dict[str, Style] = {
     # 城中村 hand-shake buildings: small footprints, 2-3 m lanes, 5-9 storeys.
-    "village": Style("residential", 3, (12.5, 14.5), (12.5, 14.5), (8.5, 12), (0.8, 1.25), 1.8, 0.92, (5, 9), (3.0, 3.2),
-                     (1992, 2012), p_l=0.01),
-    "villa": Style("residential", 5, (22, 28), (22, 28), (11, 15), (0.8, 1.2), 8, 0.9, (2, 4), (3.0, 3.3),
-                   (1998, 2015), p_l=0.15),
-    "tower": Style("residential", 8, (58, 75), (62, 80), (25, 40), (0.85, 1.15), 15, 0.92, (18, 42), (3.0, 3.15),
-                   (2003, 2022), p_l=0.03, p_chamfer=0.1),
-    "slab": Style("residential", 8, (60, 80), (35, 45), (40, 60), (0.22, 0.35), 12, 0.92, (8, 18), (3.0, 3.15),
-                  (1996, 2015), p_l=0.12),
-    "office": Style("office", 10, (80, 110), (80, 110), (32, 50), (0.8, 1.25), 20, 0.95, (25, 60), (3.9, 4.3),
-                    (2006, 2024), p_courtyard=0.02, p_multi=0.02, p_chamfer=0.25),
-    "mall": Style("commercial", 8, (110, 180), (110, 180), (70, 140), (0.6, 1.0), 15, 1.0, (3, 6), (4.2, 4.5),
-                  (2004, 2022), p_courtyard=0.1, p_chamfer=0.6),
-    "mixed": Style("mixed", 8, (60, 80), (60, 80), (30, 42), (0.85, 1.15), 15, 0.92, (20, 45), (3.2, 3.5),
-                   (2008, 2023), p_chamfer=0.2),
-    "factory": Style("industrial", 8, (70, 100), (40, 55), (50, 80), (0.35, 0.55), 12, 0.9, (3, 8), (4.2, 4.5),
-                     (1988, 2008), p_l=0.05, p_multi=0.08),
-    "rnd": Style("office", 8, (55, 75), (55, 75), (30, 42), (0.8, 1.2), 15, 0.9, (10, 28), (4.0, 4.4),
-                 (2010, 2024), p_chamfer=0.15),
-    "school": Style("education", 10, (70, 95), (45, 60), (40, 65), (0.3, 0.45), 12, 0.9, (4, 6), (3.6, 4.0),
-                    (1995, 2020), p_l=0.5, p_courtyard=0.1),
-    "hospital": Style("healthcare", 10, (60, 90), (60, 90), (40, 60), (0.4, 0.8), 15, 0.9, (6, 20), (3.8, 4.2),
-                      (1998, 2020), p_l=0.2, p_courtyard=0.25),
-    "culture": Style("public", 10, (90, 130), (90, 130), (50, 90), (0.6, 1.0), 15, 0.95, (2, 5), (4.2, 4.5),
-                     (2005, 2022), p_courtyard=0.35, p_multi=0.25, p_chamfer=0.2),
-    "park": Style("public", 10, (80, 140), (80, 140), (8, 16), (0.7, 1.3), 10, 0.25, (1, 2), (3.5, 4.5),
-                  (2000, 2022)),
-    "ancillary": Style("other", 0, (15, 22), (14, 14), (6, 11), (0.7, 1.2), 2.5, 0.55, (1, 3), (3.5, 4.5),
-                       (1995, 2022)),
-    "utility": Style("other", 5, (50, 80), (50, 80), (12, 25), (0.6, 1.4), 8, 0.7, (1, 3), (4.0, 4.5),
-                     (1995, 2020)),
+    "village": Style(
+        "residential",
+        3,
+        (12.5, 14.5),
+        (12.5, 14.5),
+        (8.5, 12),
+        (0.8, 1.25),
+        1.8,
+        0.92,
+        (5, 9),
+        (3.0, 3.2),
+        (1992, 2012),
+        p_l=0.01,
+    ),
+    "villa": Style(
+        "residential", 5, (22, 28), (22, 28), (11, 15), (0.8, 1.2), 8, 0.9, (2, 4), (3.0, 3.3), (1998, 2015), p_l=0.15
+    ),
+    "tower": Style(
+        "residential",
+        8,
+        (58, 75),
+        (62, 80),
+        (25, 40),
+        (0.85, 1.15),
+        15,
+        0.92,
+        (18, 42),
+        (3.0, 3.15),
+        (2003, 2022),
+        p_l=0.03,
+        p_chamfer=0.1,
+    ),
+    "slab": Style(
+        "residential",
+        8,
+        (60, 80),
+        (35, 45),
+        (40, 60),
+        (0.22, 0.35),
+        12,
+        0.92,
+        (8, 18),
+        (3.0, 3.15),
+        (1996, 2015),
+        p_l=0.12,
+    ),
+    "office": Style(
+        "office",
+        10,
+        (80, 110),
+        (80, 110),
+        (32, 50),
+        (0.8, 1.25),
+        20,
+        0.95,
+        (25, 60),
+        (3.9, 4.3),
+        (2006, 2024),
+        p_courtyard=0.02,
+        p_multi=0.02,
+        p_chamfer=0.25,
+    ),
+    "mall": Style(
+        "commercial",
+        8,
+        (110, 180),
+        (110, 180),
+        (70, 140),
+        (0.6, 1.0),
+        15,
+        1.0,
+        (3, 6),
+        (4.2, 4.5),
+        (2004, 2022),
+        p_courtyard=0.1,
+        p_chamfer=0.6,
+    ),
+    "mixed": Style(
+        "mixed",
+        8,
+        (60, 80),
+        (60, 80),
+        (30, 42),
+        (0.85, 1.15),
+        15,
+        0.92,
+        (20, 45),
+        (3.2, 3.5),
+        (2008, 2023),
+        p_chamfer=0.2,
+    ),
+    "factory": Style(
+        "industrial",
+        8,
+        (70, 100),
+        (40, 55),
+        (50, 80),
+        (0.35, 0.55),
+        12,
+        0.9,
+        (3, 8),
+        (4.2, 4.5),
+        (1988, 2008),
+        p_l=0.05,
+        p_multi=0.08,
+    ),
+    "rnd": Style(
+        "office",
+        8,
+        (55, 75),
+        (55, 75),
+        (30, 42),
+        (0.8, 1.2),
+        15,
+        0.9,
+        (10, 28),
+        (4.0, 4.4),
+        (2010, 2024),
+        p_chamfer=0.15,
+    ),
+    "school": Style(
+        "education",
+        10,
+        (70, 95),
+        (45, 60),
+        (40, 65),
+        (0.3, 0.45),
+        12,
+        0.9,
+        (4, 6),
+        (3.6, 4.0),
+        (1995, 2020),
+        p_l=0.5,
+        p_courtyard=0.1,
+    ),
+    "hospital": Style(
+        "healthcare",
+        10,
+        (60, 90),
+        (60, 90),
+        (40, 60),
+        (0.4, 0.8),
+        15,
+        0.9,
+        (6, 20),
+        (3.8, 4.2),
+        (1998, 2020),
+        p_l=0.2,
+        p_courtyard=0.25,
+    ),
+    "culture": Style(
+        "public",
+        10,
+        (90, 130),
+        (90, 130),
+        (50, 90),
+        (0.6, 1.0),
+        15,
+        0.95,
+        (2, 5),
+        (4.2, 4.5),
+        (2005, 2022),
+        p_courtyard=0.35,
+        p_multi=0.25,
+        p_chamfer=0.2,
+    ),
+    "park": Style("public", 10, (80, 140), (80, 140), (8, 16), (0.7, 1.3), 10, 0.25, (1, 2), (3.5, 4.5), (2000, 2022)),
+    "ancillary": Style(
+        "other", 0, (15, 22), (14, 14), (6, 11), (0.7, 1.2), 2.5, 0.55, (1, 3), (3.5, 4.5), (1995, 2022)
+    ),
+    "utility": Style("other", 5, (50, 80), (50, 80), (12, 25), (0.6, 1.4), 8, 0.7, (1, 3), (4.0, 4.5), (1995, 2020)),
 }
 STYLE_NAMES = tuple(STYLES)
 LAND_USE_STYLES: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
@@ -204,9 +345,9 @@ def make_buildings(
     n_parcels = len(parcels.geometry)
     style_of_parcel = np.full(n_parcels, -1, dtype=np.int64)
     for i, lu in enumerate(parcels.land_use):
-        names, probs = LAND_USE_STYLES[str(lu)]
-        if names:
-            style_of_parcel[i] = STYLE_NAMES.index(names[int(rng.choice(len(names), p=probs))])
+        styles, probs = LAND_USE_STYLES[str(lu)]
+        if styles:
+            style_of_parcel[i] = STYLE_NAMES.index(styles[int(rng.choice(len(styles), p=probs))])
     built = np.flatnonzero(style_of_parcel >= 0)
     bounds = shapely.bounds(parcels.geometry[built])
     setback = _style_params("setback")[style_of_parcel[built]]
@@ -283,13 +424,18 @@ def make_buildings(
     uses = np.array([STYLES[s].use for s in STYLE_NAMES], dtype=object)[bst]
     uses = np.where((bst == STYLE_NAMES.index("village")) & (rng.random(n) < 0.2), "mixed", uses)
     ancillary = bst == STYLE_NAMES.index("ancillary")
-    uses = np.where(ancillary, rng.choice(np.array(["other", "commercial", "public"], dtype=object), n, p=[0.5, 0.3, 0.2]), uses)
+    uses = np.where(
+        ancillary, rng.choice(np.array(["other", "commercial", "public"], dtype=object), n, p=[0.5, 0.3, 0.2]), uses
+    )
 
     centroid = shapely.get_coordinates(shapely.centroid(geoms))
     ground = terrain.elevation(centroid[:, 0], centroid[:, 1])
     year = np.minimum(base_year[sp[sel]] + rng.integers(0, 3, n), 2025)
     valid_from = np.array(
-        [f"{y:04d}-{m:02d}-{d:02d}" for y, m, d in zip(year, rng.integers(1, 13, n), rng.integers(1, 29, n), strict=True)],
+        [
+            f"{y:04d}-{m:02d}-{d:02d}"
+            for y, m, d in zip(year, rng.integers(1, 13, n), rng.integers(1, 29, n), strict=True)
+        ],
         dtype=object,
     )
     grid = parcels.grid[parcel_idx]
@@ -402,7 +548,9 @@ def _planning_controls(
 
     first_year = np.full(n_parcels, 2026)
     np.minimum.at(first_year, b.parcel, year)
-    approved_year = np.where(first_year == 2026, rng.integers(2008, 2025, n_parcels), first_year - rng.integers(1, 4, n_parcels))
+    approved_year = np.where(
+        first_year == 2026, rng.integers(2008, 2025, n_parcels), first_year - rng.integers(1, 4, n_parcels)
+    )
     approved_at = np.array(
         [
             f"{y:04d}-{m:02d}-{d:02d}"
@@ -476,4 +624,3 @@ def make_houses(b: Buildings, rng: np.random.Generator) -> Houses:
     if len(storey) and int(storey.max()) * 100 + int(per_floor.max()) > 999_999:
         raise ValueError("room number does not fit in 6 digits")
     return Houses(house_code=house_code, storey=storey, area_m2=unit_area, use=use.astype(object))
-

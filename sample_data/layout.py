@@ -23,10 +23,13 @@ from sample_data.names import (
     COMPANY_WORDS,
     ESTATE_SUFFIXES,
     ESTATE_WORDS,
+    EW_ROAD_NAMES,
+    NS_ROAD_NAMES,
     STREET_NAMES,
     VILLAGE_NAMES,
     cycled_name,
 )
+from sample_data.names import road_name as numbered_road_name
 
 HOUHAI_LONLAT = (113.945, 22.515)
 DISTRICT_CODE = "440305"
@@ -107,18 +110,23 @@ def make_lattice(scale: int, rng: np.random.Generator) -> Lattice:
     xs = x0 + np.concatenate([[0.0], np.cumsum(widths)])
     ys = y0 + np.concatenate([[0.0], np.cumsum(heights)])
 
-    coast_y_parts = []
+    coast_y_parts: list[np.ndarray] = []
     row_index = np.zeros(n_rows + 1, dtype=np.int64)
+    offset = 0
     for r in range(n_rows):
         m = max(2, math.ceil(heights[r] / 60.0))
-        row_index[r] = sum(len(p) for p in coast_y_parts)
+        row_index[r] = offset
         coast_y_parts.append(np.round(ys[r] + heights[r] * np.arange(m) / m, 2))
-    row_index[n_rows] = sum(len(p) for p in coast_y_parts)
+        offset += m
+    row_index[n_rows] = offset
     coast_y = np.concatenate([*coast_y_parts, ys[-1:]])
     phase = rng.uniform(0, 2 * np.pi, 2)
     t = coast_y - y0
     coast_x = np.round(
-        xs[0] - 50.0 - 40.0 * np.sin(2 * np.pi * t / 1900.0 + phase[0]) - 15.0 * np.sin(2 * np.pi * t / 610.0 + phase[1]),
+        xs[0]
+        - 50.0
+        - 40.0 * np.sin(2 * np.pi * t / 1900.0 + phase[0])
+        - 15.0 * np.sin(2 * np.pi * t / 610.0 + phase[1]),
         2,
     )
     return Lattice(
@@ -155,6 +163,17 @@ class Terrain:
             z = z - depth * np.exp(-((x - hx) ** 2 + (y - hy) ** 2) / (2 * sigma * sigma))
         return np.round(np.clip(z, 2.0, 15.0), 2)
 
+    def wetness(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """How prone a point is to waterlogging, about 0..1.5: depth of the hollow it lies in, plus
+        closeness of the ground to the 2 m sea wall level."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        hollow = np.zeros(np.broadcast(x, y).shape)
+        for hx, hy, sigma, depth in self.hollows:
+            hollow = hollow + depth * np.exp(-((x - hx) ** 2 + (y - hy) ** 2) / (2 * sigma * sigma))
+        low = np.clip(1.0 - (self.elevation(x, y) - 2.0) / 2.0, 0.0, 1.0)
+        return np.round(hollow + 0.8 * low, 3)
+
 
 def make_terrain(lat: Lattice, scale: int, rng: np.random.Generator) -> Terrain:
     k = 3
@@ -168,7 +187,7 @@ def make_terrain(lat: Lattice, scale: int, rng: np.random.Generator) -> Terrain:
             rng.uniform(0, 2 * np.pi, k),
         ]
     )
-    xmin, ymin, xmax, ymax = lat.bounds
+    _, ymin, xmax, ymax = lat.bounds
     m = max(3, round(3 * scale))
     hollows = np.column_stack(
         [
@@ -267,7 +286,9 @@ def make_admin(lat: Lattice, scale: int, rng: np.random.Generator) -> Admin:
     )
     community_rects: list[tuple[int, Rect]] = []
     for i, (srect, n_comm) in enumerate(zip(street_rects, street_comms, strict=True)):
-        units.append(AdminUnit(f"{DISTRICT_CODE}{i + 1:03d}", cycled_name(STREET_NAMES, i) + "街道", "street", srect, 0))
+        units.append(
+            AdminUnit(f"{DISTRICT_CODE}{i + 1:03d}", cycled_name(STREET_NAMES, i) + "街道", "street", srect, 0)
+        )
         community_rects += [(len(units) - 1, r) for r in split_rect(srect, n_comm, rng)]
     comm_grids = allocate(
         GRIDS_PER_SCALE * scale,
@@ -298,7 +319,7 @@ def make_admin(lat: Lattice, scale: int, rng: np.random.Generator) -> Admin:
 
 ZONE_LAND_USE: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
     "coast": (("G1", "R1", "C1", "GIC2", "U1", "S1"), (0.42, 0.22, 0.16, 0.1, 0.05, 0.05)),
-    "village": (("R3", "GIC4", "C1", "G1", "U1", "S1"), (0.78, 0.06, 0.08, 0.04, 0.02, 0.02)),
+    "village": (("R3", "GIC4", "C1", "G1", "U1", "S1"), (0.84, 0.05, 0.05, 0.03, 0.015, 0.015)),
     "residential": (
         ("R2", "R1", "GIC4", "GIC3", "C1", "G1", "U1", "S1"),
         (0.66, 0.04, 0.1, 0.03, 0.07, 0.06, 0.02, 0.02),
@@ -327,9 +348,7 @@ def block_polygons(lat: Lattice) -> list[list[shapely.Polygon]]:
     hx, hy = lat.road_width_x / 2.0, lat.road_width_y / 2.0
     land_ring = np.column_stack([lat.coast_x + COASTAL_ROAD_M, lat.coast_y])
     east = float(lat.xs[-1]) + 1000.0
-    land = shapely.Polygon(
-        np.vstack([land_ring, [[east, float(lat.ys[-1])], [east, float(lat.ys[0])]]])
-    )
+    land = shapely.Polygon(np.vstack([land_ring, [[east, float(lat.ys[-1])], [east, float(lat.ys[0])]]]))
     west = float(lat.coast_x.min()) - 10.0
     blocks = []
     for r in range(lat.n_rows):
@@ -365,20 +384,26 @@ def _split_box(box: tuple[float, float, float, float], k: int, rng: np.random.Ge
 
 
 def _cell_zones(lat: Lattice, rng: np.random.Generator) -> np.ndarray:
-    """Zone of each cell: column 0 is the coast; the rest are Voronoi clusters around random seed cells."""
-    n_cells = lat.n_rows * lat.n_cols
-    n_seeds = max(4, math.ceil(n_cells / 4))
-    names = list(ZONE_SHARE)
-    counts = [max(1, round(ZONE_SHARE[z] * n_seeds)) for z in names]
-    seed_zone = rng.permutation(np.repeat(np.arange(len(names)), counts))
-    seed_cell = rng.choice(n_cells, size=len(seed_zone), replace=len(seed_zone) > n_cells)
-    cr = np.arange(n_cells)
-    rr, cc = cr // lat.n_cols, cr % lat.n_cols
-    sr, sc = seed_cell // lat.n_cols, seed_cell % lat.n_cols
-    d2 = (rr[:, None] - sr[None, :]) ** 2 + (cc[:, None] - sc[None, :]) ** 2 + rng.uniform(0, 0.5, (n_cells, len(sr)))
-    zones = np.array(names, dtype=object)[seed_zone[np.argmin(d2, axis=1)]].reshape(lat.n_rows, lat.n_cols)
-    zones[:, 0] = "coast"
-    return zones
+    """Zone of each cell: column 0 is the coast; inland cells go to villages, industry and the business
+    district in fixed shares, each zone taking the free cells nearest its own random seed cells (so zones
+    form clusters), and the rest are residential."""
+    n_rows, n_cols = lat.n_rows, lat.n_cols
+    rr, cc = np.divmod(np.arange(n_rows * n_cols), n_cols)
+    inland = cc > 0
+    zones = np.where(inland, "residential", "coast").astype(object)
+    free = inland.copy()
+    n_inland = int(inland.sum())
+    for zone in ("village", "industrial", "cbd"):
+        quota = round(ZONE_SHARE[zone] * n_inland)
+        n_seeds = max(1, round(quota / 6))
+        seeds = rng.choice(np.flatnonzero(free), size=n_seeds, replace=False)
+        d2 = ((rr[:, None] - rr[seeds]) ** 2 + (cc[:, None] - cc[seeds]) ** 2).min(axis=1)
+        d2 = d2 + rng.uniform(0, 0.9, len(d2))
+        candidates = np.flatnonzero(free)
+        take = candidates[np.argsort(d2[candidates], kind="stable")[:quota]]
+        zones[take] = zone
+        free[take] = False
+    return zones.reshape(n_rows, n_cols)
 
 
 def _parcel_name(land_use: str, community: str, village: str, rng: np.random.Generator) -> str:
@@ -394,14 +419,17 @@ def _parcel_name(land_use: str, community: str, village: str, rng: np.random.Gen
         return COMPANY_WORDS[int(rng.integers(len(COMPANY_WORDS)))] + "工业园"
     if land_use == "M0":
         return COMPANY_WORDS[int(rng.integers(len(COMPANY_WORDS)))] + "科技园"
-    return base + {
-        "GIC2": "文体中心",
-        "GIC3": "医院",
-        "GIC4": ("小学", "中学", "实验学校")[int(rng.integers(3))],
-        "G1": "公园",
-        "U1": ("变电站", "给水加压站", "环卫站")[int(rng.integers(3))],
-        "S1": ("公交首末站", "公共停车场")[int(rng.integers(2))],
-    }[land_use]
+    return (
+        base
+        + {
+            "GIC2": "文体中心",
+            "GIC3": "医院",
+            "GIC4": ("小学", "中学", "实验学校")[int(rng.integers(3))],
+            "G1": "公园",
+            "U1": ("变电站", "给水加压站", "环卫站")[int(rng.integers(3))],
+            "S1": ("公交首末站", "公共停车场")[int(rng.integers(2))],
+        }[land_use]
+    )
 
 
 def make_parcels(lat: Lattice, admin: Admin, rng: np.random.Generator) -> Parcels:
@@ -450,7 +478,7 @@ def make_parcels(lat: Lattice, admin: Admin, rng: np.random.Generator) -> Parcel
     letters = "TUVWXYZ"
     codes = [f"{letters[s // 899]}{101 + s % 899:03d}-{n:04d}" for s, n in zip(sheet, seq, strict=True)]
 
-    villages = {}
+    villages: dict[str, str] = {}
     names = []
     for i in range(len(geometry)):
         comm = admin.units[int(community[i])]
@@ -466,3 +494,46 @@ def make_parcels(lat: Lattice, admin: Admin, rng: np.random.Generator) -> Parcel
         grid=grid_arr,
         community=community,
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# roads
+
+
+def road_name(lat: Lattice, vertical: bool, line: int) -> str:
+    """Name of a lattice road (vertical roads count from line 1, the first inland one)."""
+    if vertical:
+        return numbered_road_name(NS_ROAD_NAMES, line - 1, "科技南")
+    return numbered_road_name(EW_ROAD_NAMES, line, "海湾")
+
+
+@dataclass(frozen=True)
+class RoadPoints:
+    xy: np.ndarray
+    vertical: np.ndarray
+    line: np.ndarray
+
+
+def road_points(lat: Lattice, n: int, rng: np.random.Generator) -> RoadPoints:
+    """n random points on the carriageways of the inland roads, at least 1 m off the centre-line (so off
+    every administrative boundary) and always inside the district."""
+    C, R = lat.n_cols, lat.n_rows
+    v_len = float(lat.ys[-1] - lat.ys[0])
+    h_len = float(lat.xs[-1] - lat.xs[1])
+    lines_v = np.arange(1, C + 1)
+    lines_h = np.arange(0, R + 1)
+    weights = np.r_[np.full(C, v_len), np.full(R + 1, h_len)]
+    pick = rng.choice(len(weights), size=n, p=weights / weights.sum())
+    vertical = pick < C
+    line = np.where(vertical, lines_v[np.minimum(pick, C - 1)], lines_h[np.maximum(pick - C, 0)])
+    half = np.where(vertical, lat.road_width_x[np.minimum(line, C)], lat.road_width_y[np.minimum(line, R)]) / 2.0
+    across = 1.0 + rng.random(n) * (half - 2.0)
+    sign = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    sign = np.where(vertical & (line == C), -1.0, sign)
+    sign = np.where(~vertical & (line == 0), 1.0, sign)
+    sign = np.where(~vertical & (line == R), -1.0, sign)
+    along_v = lat.ys[0] + 1.0 + rng.random(n) * (v_len - 2.0)
+    along_h = lat.xs[1] + rng.random(n) * (h_len - 1.0)
+    x = np.where(vertical, lat.xs[np.minimum(line, C)] + sign * across, along_h)
+    y = np.where(vertical, along_v, lat.ys[np.minimum(line, R)] + sign * across)
+    return RoadPoints(xy=np.round(np.column_stack([x, y]), 3), vertical=vertical, line=line)

@@ -8,6 +8,7 @@ of the trunks east of it. North-south roads drain each half-block to the nearer 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -46,16 +47,32 @@ class GravitySpec:
 
 
 RAIN = GravitySpec(
-    "rain", "YSJ", "YS", 4.0, -1.0, "outfall", 5.0,
+    "rain",
+    "YSJ",
+    "YS",
+    4.0,
+    -1.0,
+    "outfall",
+    5.0,
     (300, 400, 500, 600, 800, 1000, 1200, 1350, 1500),
     (150, 400, 800, 1400, 2400, 3600, 5000, 6500),
-    "RC", 800, "HDPE",
+    "RC",
+    800,
+    "HDPE",
 )
 SEWAGE = GravitySpec(
-    "sewage", "WSJ", "WS", 7.0, 1.0, "pump_station", 9.0,
+    "sewage",
+    "WSJ",
+    "WS",
+    7.0,
+    1.0,
+    "pump_station",
+    9.0,
     (300, 400, 500, 600, 800, 1000),
     (400, 1200, 2500, 4000, 6000),
-    "RC", 600, "HDPE",
+    "RC",
+    600,
+    "HDPE",
 )
 
 
@@ -146,7 +163,7 @@ def gravity_network(lat: Lattice, terrain: Terrain, spec: GravitySpec, rng: np.r
     down: dict[int, int] = {}
 
     def chain(ids: list[int]) -> None:
-        for a, b in zip(ids[:-1], ids[1:], strict=True):
+        for a, b in itertools.pairwise(ids):
             down[a] = b
 
     for k in range(R + 1):
@@ -273,7 +290,7 @@ def water_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator) -> N
             _between(a_xy + unit * VALVE_OFFSET_M, b_xy - unit * VALVE_OFFSET_M, HYDRANT_SPACING_M), "junction"
         )
         run = [a, int(va), *[int(t) for t in tees], int(vb), b]
-        mains += [(p, q, dn) for p, q in zip(run[:-1], run[1:], strict=True)]
+        mains += [(p, q, dn) for p, q in itertools.pairwise(run)]
         if len(tees):
             # Hydrants stand away from the centre-line, on the side the main is offset to.
             side = np.array([ox[j], 0.0]) if dj == 0 else np.array([0.0, oy[k]])
@@ -317,5 +334,9 @@ def water_network(lat: Lattice, terrain: Terrain, rng: np.random.Generator) -> N
 def make_networks(lat: Lattice, terrain: Terrain, rng: np.random.Generator) -> Network:
     """Rain, sewage and water networks in one set of node and pipe arrays."""
     return Network.concat(
-        [gravity_network(lat, terrain, RAIN, rng), gravity_network(lat, terrain, SEWAGE, rng), water_network(lat, terrain, rng)]
+        [
+            gravity_network(lat, terrain, RAIN, rng),
+            gravity_network(lat, terrain, SEWAGE, rng),
+            water_network(lat, terrain, rng),
+        ]
     )

@@ -77,3 +77,17 @@ def demo_dir(cim_home: Path) -> Path:
     out = cim_home / "sample"
     generate(out, scale=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_loaded(settings: Settings, demo_dir: Path) -> str:
+    """The demo district loaded into the session database by the real ``cim demo load``; returns its output."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIM_")}
+    env.update({"CIM_HOME": str(settings.home), "CIM_PG_FAST": "1"})
+    cim = str(Path(sys.executable).parent / "cim")
+    res = subprocess.run([cim, "demo", "load"], env=env, text=True, capture_output=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout

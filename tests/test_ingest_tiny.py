@@ -10,37 +10,13 @@ import geopandas as gpd
 import psycopg
 import pytest
 import tinycity
+from dbcheck import fingerprint
 from shapely.geometry import Point, Polygon, box
 
 from cim.db import connect, ensure_database
 from cim.settings import Settings
 from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
-
-CITY_TABLES = (
-    "admin_units",
-    "parcels",
-    "buildings",
-    "building_history",
-    "houses",
-    "pipe_nodes",
-    "pipes",
-    "devices",
-    "observations",
-    "events",
-)
-
-
-def fingerprint(settings: Settings) -> dict[str, str]:
-    """A digest of every city table's full content: equal fingerprints mean an unchanged database."""
-    out = {}
-    with connect(settings) as conn:
-        for table in CITY_TABLES:
-            row = conn.execute(
-                f"SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t"
-            ).fetchone()
-            out[table] = row[0] if row else ""
-    return out
 
 
 @pytest.fixture()

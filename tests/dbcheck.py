@@ -1,0 +1,38 @@
+"""Database comparisons for tests: a fingerprint of all city data, to prove a failed load changed nothing."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from cim.db import connect
+from cim.settings import Settings
+
+CITY_DATA_TABLES = (
+    "admin_units",
+    "parcels",
+    "buildings",
+    "building_history",
+    "houses",
+    "bim_elements",
+    "pipe_nodes",
+    "pipes",
+    "devices",
+    "observations",
+    "events",
+    "rasters",
+    "tilesets",
+)
+
+
+def fingerprint(settings: Settings) -> dict[str, str]:
+    """Row count and an md5 over every row's full text per table: equal fingerprints, unchanged data."""
+    out = {}
+    with connect(settings) as conn:
+        for table in CITY_DATA_TABLES:
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t"
+                ).format(sql.Identifier(table))
+            ).fetchone()
+            out[table] = row[0] if row else ""
+    return out
