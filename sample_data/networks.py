@@ -3,7 +3,8 @@
 Pipes run a few metres off the road centre-lines (which are also the administrative boundaries), so every
 node lies strictly inside one grid. Gravity networks drain west along the east-west roads to outfalls on
 the coast; on large districts every tenth north-south road carries a culverted river that takes the flow
-of the trunks east of it. North-south roads drain each half-block to the nearer crossing.
+of the trunks east of it. North-south roads drain each half-block to the nearer crossing. Where a trunk
+would get deeper than 5 m a lift station (``pump_station``) brings it back to normal cover.
 """
 
 from __future__ import annotations
