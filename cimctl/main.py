@@ -18,18 +18,7 @@ from cim.settings import get_settings
 from cim.store.catalog import load_summary
 from ingest.city_layers import LAYERS, ingest_files
 from ingest.errors import IngestError
-
-DEMO_ORDER = ("admin", "parcels", "buildings", "houses", "pipes", "devices", "observations", "events")
-DEMO_FILES = {
-    "admin": "admin.gpkg",
-    "parcels": "parcels.gpkg",
-    "buildings": "buildings.gpkg",
-    "houses": "houses.csv",
-    "pipes": "pipes.gpkg",
-    "devices": "devices.geojson",
-    "observations": "observations.csv",
-    "events": "events.geojson",
-}
+from sample_data.generate import LAYER_FILES, generate
 
 
 def fail(message: str) -> None:
@@ -144,7 +133,6 @@ def sample() -> None:
 @click.option("--seed", type=int, default=20261121, show_default=True)
 def sample_generate(scale: int, out: Path | None, seed: int) -> None:
     """Write the demo district's files (GeoPackage, GeoJSON, CSV)."""
-    from sample_data.generate import generate
 
     out = out or default_sample_dir(scale)
     files = generate(out, scale=scale, seed=seed)
@@ -192,19 +180,18 @@ def demo_load(scale: int) -> None:
 
 
 def load_demo(scale: int) -> None:
-    from sample_data.generate import generate
 
     try:
         ensure_database()
     except (ClusterError, DatabaseError, MigrationError) as exc:
         fail(str(exc))
     out = default_sample_dir(scale)
-    if not all((out / f).exists() for f in DEMO_FILES.values()):
+    if not all((out / f).exists() for f in LAYER_FILES.values()):
         click.echo(f"generating the demo district into {out} …")
         generate(out, scale=scale)
-    for layer in DEMO_ORDER:
+    for layer, name in LAYER_FILES.items():  # in load order
         try:
-            reports = ingest_files(layer, [out / DEMO_FILES[layer]])
+            reports = ingest_files(layer, [out / name])
         except IngestError as exc:
             fail(str(exc))
             return
@@ -220,7 +207,13 @@ def print_summary() -> None:
     click.echo(f"{'layer':<14}{'rows':>10}  measure")
     click.echo("-" * 44)
     for row in rows:
-        measure = "" if row["measure"] is None else f"{row['measure']:,.2f} {row['unit']}"
+        value = row["measure"]
+        if value is None:
+            measure = ""
+        elif float(value).is_integer() and row["unit"] in ("kinds", "properties", "open"):
+            measure = f"{int(value):,} {row['unit']}"
+        else:
+            measure = f"{value:,.2f} {row['unit']}"
         click.echo(f"{row['layer']:<14}{row['rows']:>10,}  {measure}")
 
 

@@ -48,7 +48,11 @@ def _codes(chk: Checker, name: str, level: str | None, required: bool, what: str
 
 
 def _stage(chk: Checker, layer: str, geometry_columns: tuple[str, ...] = ("geom",)) -> Prepared:
-    return chk.stage(layer, [n for n, _ in STAGE_COLUMNS[layer]], geometry_columns)
+    """The stage frame; source columns outside the layer's contract go into ``attributes``."""
+    names = [n for n, _ in STAGE_COLUMNS[layer]]
+    if "attributes" in names:
+        chk.attributes([*names, "source_id"])
+    return chk.stage(layer, names, geometry_columns)
 
 
 def _source(chk: Checker, source_file: str) -> None:
@@ -79,7 +83,6 @@ def prepare_admin(chk: Checker, srid: int, source_file: str) -> Prepared:
     unknown = (code.notna() & derived.isna()).to_numpy(dtype=bool)
     chk.reject(unknown, [f"code {c} is not a district, street, community or grid code" for c in code[unknown]])
     chk.geometry("polygon", srid)
-    chk.attributes(["code", "name", "level"])
     chk.constant("source_file", source_file)
     return _stage(chk, "admin")
 
@@ -98,9 +101,6 @@ def prepare_parcels(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.number("coverage_limit", minimum=0, maximum=1, exclusive_min=True)
     chk.date("approved_at")
     chk.geometry("polygon", srid)
-    chk.attributes(
-        ["code", "name", "land_use", "far_limit", "height_limit_m", "coverage_limit", "approved_at", "source_id"]
-    )
     _source(chk, source_file)
     return _stage(chk, "parcels")
 
@@ -117,19 +117,6 @@ def prepare_buildings(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.columns["ground_elevation_m"] = ground.fillna(0.0)
     chk.timestamp("valid_from")
     chk.geometry("polygon", srid, column="footprint")
-    chk.attributes(
-        [
-            "building_code",
-            "name",
-            "use",
-            "height_m",
-            "height_source",
-            "storeys",
-            "ground_elevation_m",
-            "valid_from",
-            "source_id",
-        ]
-    )
     _source(chk, source_file)
     return _stage(chk, "buildings", ("footprint",))
 
@@ -142,7 +129,6 @@ def prepare_houses(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.reject(zero, "storey 0 does not exist (1 is the ground floor, -1 the first basement)")
     chk.number("area_m2", required=True, minimum=0, maximum=100000, exclusive_min=True)
     chk.text("use")
-    chk.attributes(["house_code", "storey", "area_m2", "use"])
     chk.constant("source_file", source_file)
     return _stage(chk, "houses", ())
 
@@ -165,7 +151,6 @@ def prepare_pipe_nodes(chk: Checker, srid: int, source_file: str) -> Prepared:
     out = np.full(len(geoms), None, dtype=object)
     out[ok] = shapely.points(xy[:, 0], xy[:, 1], np.nan_to_num(z))
     chk.columns["geom"] = out
-    chk.attributes(["code", "network", "kind", "ground_elevation_m", "invert_elevation_m", "source_id"])
     _source(chk, source_file)
     return _stage(chk, "pipe_nodes")
 
@@ -183,20 +168,6 @@ def prepare_pipes(chk: Checker, srid: int, source_file: str) -> Prepared:
     chk.number("built_year", minimum=1800, maximum=2200, integer=True)
     geoms = chk.geometry("line", srid)
     chk.columns["geom"] = lines_with_invert_z(geoms, start.to_numpy(dtype=float), end.to_numpy(dtype=float))
-    chk.attributes(
-        [
-            "code",
-            "network",
-            "from_node",
-            "to_node",
-            "diameter_mm",
-            "material",
-            "start_invert_m",
-            "end_invert_m",
-            "built_year",
-            "source_id",
-        ]
-    )
     _source(chk, source_file)
     return _stage(chk, "pipes")
 
@@ -240,7 +211,6 @@ def prepare_devices(chk: Checker, srid: int, source_file: str) -> Prepared:
     _codes(chk, "building_code", "building", required=False)
     geoms = chk.geometry("point", srid)
     chk.columns["geom"] = shapely.force_2d(geoms)
-    chk.attributes(["code", "kind", "name", "status", "installed_at", "pipe_node_code", "building_code", "source_id"])
     _source(chk, source_file)
     return _stage(chk, "devices")
 
@@ -275,24 +245,6 @@ def prepare_events(chk: Checker, srid: int, source_file: str) -> Prepared:
     _codes(chk, "building_code", "building", required=False)
     geoms = chk.geometry("point", srid)
     chk.columns["geom"] = shapely.force_2d(geoms)
-    chk.attributes(
-        [
-            "code",
-            "category",
-            "subcategory",
-            "status",
-            "reported_at",
-            "updated_at",
-            "due_at",
-            "closed_at",
-            "department",
-            "reopen_count",
-            "description",
-            "reporter_contact",
-            "building_code",
-            "source_id",
-        ]
-    )
     _source(chk, source_file)
     return _stage(chk, "events")
 

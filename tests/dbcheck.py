@@ -5,23 +5,10 @@ from __future__ import annotations
 from psycopg import sql
 
 from cim.db import connect
+from cim.model import CITY_TABLES
 from cim.settings import Settings
 
-CITY_DATA_TABLES = (
-    "admin_units",
-    "parcels",
-    "buildings",
-    "building_history",
-    "houses",
-    "bim_elements",
-    "pipe_nodes",
-    "pipes",
-    "devices",
-    "observations",
-    "events",
-    "rasters",
-    "tilesets",
-)
+CITY_DATA_TABLES = (*CITY_TABLES, "building_history", "rasters", "tilesets")
 
 
 def fingerprint(settings: Settings) -> dict[str, str]:

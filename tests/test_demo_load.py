@@ -13,6 +13,7 @@ from dbcheck import fingerprint
 from cim.db import connect
 from cim.settings import Settings
 from ingest.city_layers import ingest_files
+from sample_data.generate import LAYER_FILES
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +115,7 @@ def test_links_and_codes(settings: Settings, demo_loaded: str, summary: dict[str
 
 def test_loading_the_demo_again_changes_nothing(settings: Settings, demo_loaded: str, demo_dir: Path) -> None:
     before = fingerprint(settings)
-    files = {
-        "admin": "admin.gpkg",
-        "parcels": "parcels.gpkg",
-        "buildings": "buildings.gpkg",
-        "houses": "houses.csv",
-        "pipes": "pipes.gpkg",
-        "devices": "devices.geojson",
-        "observations": "observations.csv",
-        "events": "events.geojson",
-    }
-    for kind, name in files.items():
+    for kind, name in LAYER_FILES.items():
         for report in ingest_files(kind, [demo_dir / name], settings=settings):
             assert (report.inserted, report.updated, len(report.rejected)) == (0, 0, 0), report.summary()
     assert fingerprint(settings) == before

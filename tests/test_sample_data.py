@@ -18,23 +18,14 @@ import pyogrio
 import pytest
 import shapely
 
+from cim import model
 from cim.codes import BUILDING_CODE_RE, EVENT_CODE_RE, HOUSE_CODE_RE, PARCEL_CODE_RE
 from sample_data.generate import LAYER_FILES, SUMMARY_FILE, generate
 
 END = pd.Timestamp("2026-11-01T00:00:00+08:00")
 LEVEL_DIGITS = {"district": 6, "street": 9, "community": 12, "grid": 14}
 PARENT_LEVEL = {"street": "district", "community": "street", "grid": "community"}
-BUILDING_USES = {
-    "residential",
-    "commercial",
-    "office",
-    "industrial",
-    "public",
-    "education",
-    "healthcare",
-    "mixed",
-    "other",
-}
+BUILDING_USES = set(model.BUILDING_USES)
 NODE_KINDS = {"manhole", "valve", "junction", "outfall", "inlet", "hydrant", "meter", "pump_station"}
 EVENT_CATEGORIES = {
     "environment",
