@@ -16,14 +16,11 @@ from cim.db import DatabaseError, connect, ensure_database
 from cim.migrate import MigrationError, schema_version
 from cim.settings import get_settings
 from cim.store.catalog import load_summary
-from ingest.city_layers import LAYERS, ingest_files
+from cimctl.common import fail
+from cimctl.ingest_cmd import ingest
+from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
 from sample_data.generate import LAYER_FILES, generate
-
-
-def fail(message: str) -> None:
-    click.secho(f"error: {message}", fg="red", err=True)
-    sys.exit(1)
 
 
 @click.group()
@@ -145,27 +142,6 @@ def default_sample_dir(scale: int) -> Path:
     return home / ("sample" if scale == 1 else f"sample-scale-{scale}")
 
 
-# ---- ingest ---------------------------------------------------------------------------------------------
-@main.command("ingest")
-@click.argument("layer", type=click.Choice(LAYERS))
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--crs", default=None, help="CRS of the file's coordinates (overrides the file's own).")
-@click.option("--layer", "layer_name", default=None, help="Layer inside a multi-layer file (GeoPackage).")
-@click.option("--allow-rejects", is_flag=True, help="Load the valid features and report the rejected ones.")
-def ingest_cmd(
-    layer: str, paths: tuple[Path, ...], crs: str | None, layer_name: str | None, allow_rejects: bool
-) -> None:
-    """Load a city layer from GeoJSON, GeoPackage, Shapefile (or CSV for houses and observations)."""
-    try:
-        ensure_database()
-        reports = ingest_files(layer, list(paths), crs=crs, layer=layer_name, allow_rejects=allow_rejects)
-    except (IngestError, ClusterError, DatabaseError, MigrationError) as exc:
-        fail(str(exc))
-        return
-    for report in reports:
-        click.echo(report.summary())
-
-
 # ---- demo -----------------------------------------------------------------------------------------------
 @main.group()
 def demo() -> None:
@@ -233,6 +209,9 @@ def serve(host: str, port: int, workers: int) -> None:
     click.echo(f"serving http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run("api.app:app", host=host, port=port, workers=workers, log_level="info")
 
+
+# ---- command registry: one line per command module ----------------------------------------------------
+main.add_command(ingest)
 
 if __name__ == "__main__":
     main()

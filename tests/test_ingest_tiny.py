@@ -207,3 +207,36 @@ def test_database_constraints_are_the_last_line(city: tuple[Settings, dict[str, 
             "INSERT INTO admin_units (code, level, name, parent_code, geom) VALUES "
             "('44030500700103', 'grid', 'x', '440305007002', ST_Multi(ST_MakeEnvelope(0,0,1,1,4547)))"
         )
+
+
+def test_cli_reports_a_bad_file_with_exit_code_1(city: tuple[Settings, dict[str, Path]], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    s, _ = city
+    frame = tinycity.buildings_frame()
+    frame.loc[1, "building_code"] = tinycity.GRID_A + "00009"
+    path = tinycity.buildings(tmp_path, frame, name="cli_mismatch.gpkg")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIM_")}
+    env.update({"CIM_HOME": str(s.home), "CIM_DATABASE_URL": str(s.database_url)})
+    before = fingerprint(s)
+    res = subprocess.run(
+        [str(Path(sys.executable).parent / "cim"), "ingest", "buildings", str(path)],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert res.returncode == 1
+    assert res.stderr.startswith("error: cli_mismatch.gpkg (buildings): 1 feature(s) rejected")
+    assert "Traceback" not in res.stderr and "lies in grid " + tinycity.GRID_B in res.stderr
+    assert fingerprint(s) == before
+    ok = subprocess.run(
+        [str(Path(sys.executable).parent / "cim"), "ingest", "buildings", str(path), "--allow-rejects"],
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0 and "rejected 1" in ok.stdout
