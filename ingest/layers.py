@@ -156,6 +156,7 @@ def prepare_pipe_nodes(chk: Checker, srid: int, source_file: str) -> Prepared:
 
 
 def prepare_pipes(chk: Checker, srid: int, source_file: str) -> Prepared:
+    """Pipes; rows without geometry (a CSV table) get the straight line between their nodes in the merge."""
     chk.require_columns(["code", "network", "from_node", "to_node", "diameter_mm", "start_invert_m", "end_invert_m"])
     chk.text("code", required=True, pattern=NAME_PATTERN, what="pipe code")
     chk.enum("network", PIPE_NETWORKS)
@@ -166,7 +167,7 @@ def prepare_pipes(chk: Checker, srid: int, source_file: str) -> Prepared:
     start = chk.number("start_invert_m", required=True, minimum=-1000, maximum=9000)
     end = chk.number("end_invert_m", required=True, minimum=-1000, maximum=9000)
     chk.number("built_year", minimum=1800, maximum=2200, integer=True)
-    geoms = chk.geometry("line", srid)
+    geoms = chk.geometry("line", srid, allow_missing=True)
     chk.columns["geom"] = lines_with_invert_z(geoms, start.to_numpy(dtype=float), end.to_numpy(dtype=float))
     _source(chk, source_file)
     return _stage(chk, "pipes")

@@ -8,6 +8,7 @@ violation or error rolls everything back: a failed load changes nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,8 @@ import psycopg
 from cim.db import transaction
 from cim.settings import Settings, get_settings
 from cim.store.catalog import record_ingest_run
-from cim.store.merge import MERGERS
+from cim.store.history import set_change_time
+from cim.store.merge import MERGERS, MergeOptions
 from cim.store.staging import copy_into_stage, create_stage
 from ingest.errors import IngestError, RejectedFeatures
 from ingest.prepare import Prepared
@@ -33,24 +35,49 @@ class LayerReport:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
     repaired: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+    dry_run: bool = False
 
     @property
     def loaded(self) -> int:
         return self.inserted + self.updated + self.unchanged
 
-    def summary(self) -> str:
+    def summary(self, shown: int = 20) -> str:
+        verb = "would load" if self.dry_run else "loaded"
         text = (
-            f"{self.layer:<13} {self.source}: read {self.read}, loaded {self.loaded} "
+            f"{self.layer:<13} {self.source}: read {self.read}, {verb} {self.loaded} "
             f"(new {self.inserted}, changed {self.updated}, unchanged {self.unchanged}), "
-            f"repaired {self.repaired}, rejected {len(self.rejected)}"
+            f"repaired {self.repaired}, rejected {len(self.rejected)}, warnings {len(self.warnings)}"
         )
-        for row, reason in self.rejected[:20]:
-            text += f"\n    rejected feature {row}: {reason}"
-        if len(self.rejected) > 20:
-            text += f"\n    … and {len(self.rejected) - 20} more"
+        if self.deleted:
+            text += f", demolished {self.deleted}"
+        for label, items in (("rejected", self.rejected), ("warning", self.warnings)):
+            for row, reason in items[:shown]:
+                where = f" feature {row}" if row else ""
+                text += f"\n    {label}{where}: {reason}"
+            if len(items) > shown:
+                text += f"\n    … and {len(items) - shown} more"
         return text
+
+    def to_dict(self) -> dict[str, object]:
+        """The report as JSON-ready data (``--report FILE``)."""
+        return {
+            "layer": self.layer,
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "read": self.read,
+            "loaded": self.loaded,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "repaired": self.repaired,
+            "rejected": [{"feature": r, "reason": m} for r, m in self.rejected],
+            "warnings": [{"feature": r, "message": m} for r, m in self.warnings],
+        }
 
 
 def file_sha256(path: Path) -> str:
@@ -61,21 +88,45 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _RollBack(Exception):
+    """Raised inside the transaction of a dry run so that nothing it did is kept."""
+
+
+Progress = Callable[[str], None]
+
+
 def load_prepared(
     parts: list[tuple[Path, Prepared]],
     allow_rejects: bool = False,
     settings: Settings | None = None,
+    options: MergeOptions | None = None,
+    dry_run: bool = False,
+    progress: Progress | None = None,
 ) -> list[LayerReport]:
-    """Load prepared layers (in the given order) in one transaction; see the module docstring."""
+    """Load prepared layers (in the given order) in one transaction; see the module docstring.
+
+    ``dry_run`` runs every check, including the database's, then rolls back: the reports say what a real
+    load would do. ``progress`` is told each step as it starts."""
     settings = settings or get_settings()
+    options = options or MergeOptions()
     started = datetime.now(UTC)
     reports: list[LayerReport] = []
     try:
         with transaction(settings) as conn:
+            if options.survey_date:
+                # The history trigger stamps versions with this time instead of now().
+                set_change_time(conn, options.survey_date)
             for path, prepared in parts:
-                report = _load_one(conn, path, prepared, allow_rejects)
+                if progress:
+                    progress(f"loading {prepared.layer} from {path.name}")
+                report = _load_one(conn, path, prepared, allow_rejects, options)
+                report.dry_run = dry_run
                 _record_run(conn, path, report, started)
                 reports.append(report)
+            if dry_run:
+                raise _RollBack
+    except _RollBack:
+        return reports
     except psycopg.errors.IntegrityError as exc:
         raise IngestError(f"the database refused the data, nothing was loaded: {_pg_message(exc)}") from exc
     except psycopg.errors.DataException as exc:
@@ -83,7 +134,9 @@ def load_prepared(
     return reports
 
 
-def _load_one(conn: psycopg.Connection, path: Path, prepared: Prepared, allow_rejects: bool) -> LayerReport:
+def _load_one(
+    conn: psycopg.Connection, path: Path, prepared: Prepared, allow_rejects: bool, options: MergeOptions
+) -> LayerReport:
     layer = prepared.layer
     report = LayerReport(layer, path.name, read=prepared.read, repaired=prepared.repaired)
     rejects = dict(prepared.rejects)
@@ -91,13 +144,15 @@ def _load_one(conn: psycopg.Connection, path: Path, prepared: Prepared, allow_re
         raise RejectedFeatures(path.name, layer, list(rejects.items()))
     create_stage(conn, layer)
     copy_into_stage(conn, layer, prepared.frame)
-    result = MERGERS[layer](conn)
+    result = MERGERS[layer](conn, options)
     for row, reason in result.rejects:
         rejects.setdefault(row, reason)
     if rejects and not allow_rejects:
         raise RejectedFeatures(path.name, layer, list(rejects.items()))
     report.inserted, report.updated, report.unchanged = result.inserted, result.updated, result.unchanged
     report.rejected = sorted(rejects.items())
+    report.warnings = result.warnings
+    report.deleted = result.deleted
     return report
 
 

@@ -207,7 +207,7 @@ class Checker:
 
     # ---- geometry ------------------------------------------------------------------------------------
     def geometry(
-        self, family: str, srid: int, column: str = "geom", min_area_m2: float = 0.5
+        self, family: str, srid: int, column: str = "geom", min_area_m2: float = 0.5, allow_missing: bool = False
     ) -> npt.NDArray[np.object_]:
         """Check and normalise geometries: right type (else rejected), valid (repaired where possible),
         polygons as 2D MultiPolygons. Returns the shapely array (None where rejected)."""
@@ -215,7 +215,8 @@ class Checker:
         allowed = GEOMETRY_FAMILIES[family]
         names = np.array(["Missing" if g is None else g.geom_type for g in geoms], dtype=object)
         missing = np.array([g is None or g.is_empty for g in geoms])
-        self.reject(missing, "has no geometry")
+        if not allow_missing:
+            self.reject(missing, "has no geometry")
         ok_type = np.isin(names, allowed)
         if family == "point":
             # A MultiPoint of one point is a point written by a tool that only writes multi types.

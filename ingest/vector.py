@@ -30,7 +30,7 @@ def list_layers(path: Path) -> list[str]:
         raise IngestError(f"{path}: cannot be read as a vector file ({exc})") from exc
 
 
-def _parse_crs(text: str, where: str) -> CRS:
+def parse_crs(text: str, where: str) -> CRS:
     try:
         return CRS.from_user_input(text)
     except ProjCRSError as exc:
@@ -54,7 +54,7 @@ def read_vector(path: Path, layer: str | None, crs: str | None, storage_srid: in
     if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
         raise IngestError(f"{where}: has no geometry column")
     if crs is not None:
-        source = _parse_crs(crs, where)
+        source = parse_crs(crs, where)
         frame = frame.set_crs(source, allow_override=True)
     elif frame.crs is None:
         raise IngestError(f"{where}: the file declares no CRS; pass --crs (e.g. --crs EPSG:4547)")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import httpx
-from server import api_server
 
 from cim.cluster import free_port
 from cim.db import connect
 from cim.settings import Settings
 from cim.store.catalog import table_counts
+
+from server import api_server
 
 
 def test_health_reports_schema_and_counts(settings: Settings, demo_loaded: str) -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbcheck import fingerprint
 
 from cim.db import connect
 from cim.settings import Settings
 from ingest.city_layers import ingest_files
 from sample_data.generate import LAYER_FILES
+
+from dbcheck import fingerprint
 
 
 @pytest.fixture(scope="module")

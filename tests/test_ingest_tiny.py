@@ -9,14 +9,15 @@ from pathlib import Path
 import geopandas as gpd
 import psycopg
 import pytest
-import tinycity
-from dbcheck import fingerprint
 from shapely.geometry import Point, Polygon, box
 
 from cim.db import connect, ensure_database
 from cim.settings import Settings
 from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
+
+import tinycity
+from dbcheck import fingerprint
 
 
 @pytest.fixture()

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
+from cim.networks import connected_components
 from cim.store.staging import stage_table
 
 
@@ -22,7 +24,26 @@ class MergeResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    deleted: int = 0
+    """Rows removed because a survey no longer has them (demolished buildings)."""
     rejects: list[tuple[int, str]] = field(default_factory=list)
+    warnings: list[tuple[int, str]] = field(default_factory=list)
+    """Loaded anyway, but worth a look (row 0: about the layer as a whole)."""
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """How a merge treats its rows. ``snap_m``: pipe ends within this distance of their node are moved onto
+    it (further is an error). ``survey_date``/``survey_extent_wkb``: see ``merge_buildings``."""
+
+    snap_m: float = 0.5
+    survey_date: str | None = None
+    survey_extent_wkb: str | None = None
+
+    def __post_init__(self) -> None:
+        # snap_m is written into SQL text as a float literal: only finite, sane values pass.
+        if not (0.0 <= float(self.snap_m) <= 100.0):
+            raise ValueError(f"snap tolerance {self.snap_m} m must be between 0 and 100 m")
 
 
 def _reject(conn: psycopg.Connection, layer: str, query: str) -> list[tuple[int, str]]:
@@ -151,7 +172,7 @@ UNIT_TARGETS = _same(["district_code", "street_code", "community_code", "grid_co
 
 
 # ---------------------------------------------------------------------------------------------------------
-def merge_admin(conn: psycopg.Connection) -> MergeResult:
+def merge_admin(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "admin"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
@@ -211,7 +232,7 @@ def merge_admin(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_parcels(conn: psycopg.Connection) -> MergeResult:
+def merge_parcels(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "parcels"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
@@ -241,7 +262,7 @@ def merge_parcels(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_buildings(conn: psycopg.Connection) -> MergeResult:
+def merge_buildings(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "buildings"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "building_code")
@@ -266,6 +287,25 @@ def merge_buildings(conn: psycopg.Connection) -> MergeResult:
             """
         ).format(stage=stage_table(layer))
     )
+    if opts.survey_date:
+        # … in a survey, a footprint that mostly overlaps a current building (IoU >= 0.5) is that building …
+        conn.execute(
+            sql.SQL(
+                """
+                WITH pairs AS (
+                    SELECT s.row_no, b.building_code,
+                           ST_Area(ST_Intersection(s.footprint, b.footprint))
+                           / NULLIF(ST_Area(ST_Union(s.footprint, b.footprint)), 0) AS iou
+                      FROM {stage} s JOIN buildings b ON ST_Intersects(s.footprint, b.footprint)
+                     WHERE s.building_code IS NULL
+                       AND NOT EXISTS (SELECT 1 FROM {stage} x WHERE x.building_code = b.building_code)),
+                best AS (
+                    SELECT DISTINCT ON (building_code) row_no, building_code, iou FROM pairs
+                     WHERE iou >= 0.5 ORDER BY building_code, iou DESC, row_no)
+                UPDATE {stage} s SET building_code = best.building_code FROM best WHERE s.row_no = best.row_no
+                """
+            ).format(stage=stage_table(layer))
+        )
     # … or the next free numbers of their grid (never reusing a number, even of a demolished building).
     conn.execute(
         sql.SQL(
@@ -300,13 +340,36 @@ def merge_buildings(conn: psycopg.Connection) -> MergeResult:
         [
             *_same(["building_code", "name", "use", "height_m", "height_source", "storeys", "ground_elevation_m"]),
             *_same(["footprint", "parcel_code", "attributes", "source_file", "source_id"]),
-            ("valid_from", "coalesce(valid_from, now())"),
+            ("valid_from", "coalesce(valid_from, cim_change_time())"),
         ],
     )
+    if opts.survey_date:
+        res.deleted = _demolish_missing(conn, layer, opts.survey_extent_wkb)
     return res
 
 
-def merge_houses(conn: psycopg.Connection) -> MergeResult:
+def _demolish_missing(conn: psycopg.Connection, layer: str, extent_wkb: str | None) -> int:
+    """A survey covers an extent (given, or the convex hull of its footprints): current buildings inside it
+    that the survey no longer has are demolished (the history trigger closes them at the survey date)."""
+    rows = conn.execute(
+        sql.SQL(
+            """
+            WITH extent AS (
+                SELECT coalesce(ST_SetSRID(%(extent)s::geometry, ST_SRID(min(footprint))),
+                                ST_ConvexHull(ST_Collect(footprint))) AS geom
+                  FROM {stage})
+            DELETE FROM buildings b USING extent
+             WHERE ST_Intersects(extent.geom, ST_PointOnSurface(b.footprint))
+               AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.building_code = b.building_code)
+            RETURNING b.building_code
+            """
+        ).format(stage=stage_table(layer)),
+        {"extent": extent_wkb},
+    ).fetchall()
+    return len(rows)
+
+
+def merge_houses(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "houses"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "house_code")
@@ -337,7 +400,7 @@ def merge_houses(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_pipe_nodes(conn: psycopg.Connection) -> MergeResult:
+def merge_pipe_nodes(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "pipe_nodes"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
@@ -365,10 +428,16 @@ def merge_pipe_nodes(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_pipes(conn: psycopg.Connection) -> MergeResult:
-    """Pipes after their nodes (same transaction): end nodes must exist, share the network, and the line's
-    ends must be at the nodes (within 0.5 m)."""
+def merge_pipes(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
+    """Pipes after their nodes (same transaction).
+
+    Errors (rows rejected): duplicate codes, missing end nodes (dangling pipes), ends of another network,
+    line ends further than ``opts.snap_m`` from their nodes, an invert above the node's ground level.
+    Repairs: ends within ``snap_m`` are moved exactly onto the node; rows without geometry (CSV) get the
+    straight line between their nodes. Warnings (loaded): gravity pipes sloping uphill, pipe inverts below
+    the node's invert, and networks that fall into several disconnected parts."""
     layer = "pipes"
+    stage = stage_table(layer)
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
     res.rejects += _reject(
@@ -378,45 +447,149 @@ def merge_pipes(conn: psycopg.Connection) -> MergeResult:
         SELECT s.row_no, CASE
                  WHEN f.code IS NULL THEN format('pipe %s: from_node %s does not exist', s.code, s.from_node)
                  WHEN t.code IS NULL THEN format('pipe %s: to_node %s does not exist', s.code, s.to_node)
-                 WHEN f.network <> s.network OR t.network <> s.network THEN
-                      format('pipe %s (%s) joins nodes of networks %s and %s', s.code, s.network, f.network, t.network)
-                 ELSE format('pipe %s: its ends are %s m and %s m away from nodes %s and %s', s.code,
-                             round(ST_Distance(ST_StartPoint(s.geom), f.geom)::numeric, 2),
-                             round(ST_Distance(ST_EndPoint(s.geom), t.geom)::numeric, 2), s.from_node, s.to_node)
+                 WHEN s.from_node = s.to_node THEN format('pipe %s starts and ends at node %s', s.code, s.to_node)
+                 ELSE format('pipe %s (%s) joins nodes of networks %s and %s', s.code, s.network, f.network,
+                             t.network)
                END
           FROM {stage} s
           LEFT JOIN pipe_nodes f ON f.code = s.from_node
           LEFT JOIN pipe_nodes t ON t.code = s.to_node
-         WHERE f.code IS NULL OR t.code IS NULL OR f.network <> s.network OR t.network <> s.network
-            OR ST_Distance(ST_StartPoint(s.geom), f.geom) > 0.5 OR ST_Distance(ST_EndPoint(s.geom), t.geom) > 0.5
+         WHERE f.code IS NULL OR t.code IS NULL OR s.from_node = s.to_node
+            OR f.network <> s.network OR t.network <> s.network
+        """,
+    )
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} s
+               SET geom = ST_SetSRID(ST_MakeLine(ST_MakePoint(ST_X(f.geom), ST_Y(f.geom), s.start_invert_m),
+                                                 ST_MakePoint(ST_X(t.geom), ST_Y(t.geom), s.end_invert_m)),
+                                     ST_SRID(f.geom))
+              FROM pipe_nodes f, pipe_nodes t
+             WHERE s.geom IS NULL AND f.code = s.from_node AND t.code = s.to_node
+            """
+        ).format(stage=stage)
+    )
+    res.rejects += _reject(
+        conn,
+        layer,
+        f"""
+        SELECT s.row_no, format('pipe %s: its ends are %s m and %s m from nodes %s and %s (snap tolerance %s m)',
+                                s.code, round(ST_Distance(ST_StartPoint(s.geom), f.geom)::numeric, 2),
+                                round(ST_Distance(ST_EndPoint(s.geom), t.geom)::numeric, 2), s.from_node, s.to_node,
+                                {float(opts.snap_m)!r})
+          FROM {{stage}} s JOIN pipe_nodes f ON f.code = s.from_node JOIN pipe_nodes t ON t.code = s.to_node
+         WHERE ST_Distance(ST_StartPoint(s.geom), f.geom) > {float(opts.snap_m)!r}
+            OR ST_Distance(ST_EndPoint(s.geom), t.geom) > {float(opts.snap_m)!r}
+        """,
+    )
+    conn.execute(
+        sql.SQL(
+            """
+            UPDATE {stage} s
+               SET geom = ST_SetPoint(ST_SetPoint(s.geom, 0,
+                              ST_MakePoint(ST_X(f.geom), ST_Y(f.geom), ST_Z(ST_StartPoint(s.geom)))), -1,
+                              ST_MakePoint(ST_X(t.geom), ST_Y(t.geom), ST_Z(ST_EndPoint(s.geom))))
+              FROM pipe_nodes f, pipe_nodes t
+             WHERE f.code = s.from_node AND t.code = s.to_node
+               AND (NOT ST_Equals(ST_Force2D(ST_StartPoint(s.geom)), ST_Force2D(f.geom))
+                    OR NOT ST_Equals(ST_Force2D(ST_EndPoint(s.geom)), ST_Force2D(t.geom)))
+            """
+        ).format(stage=stage)
+    )
+    res.rejects += _reject(
+        conn,
+        layer,
+        """
+        SELECT s.row_no, format('pipe %s: invert %s m is above the ground (%s m) at node %s', s.code,
+                                CASE WHEN s.start_invert_m > f.ground_elevation_m THEN s.start_invert_m
+                                     ELSE s.end_invert_m END,
+                                CASE WHEN s.start_invert_m > f.ground_elevation_m THEN f.ground_elevation_m
+                                     ELSE t.ground_elevation_m END,
+                                CASE WHEN s.start_invert_m > f.ground_elevation_m THEN f.code ELSE t.code END)
+          FROM {stage} s JOIN pipe_nodes f ON f.code = s.from_node JOIN pipe_nodes t ON t.code = s.to_node
+         WHERE s.start_invert_m > f.ground_elevation_m OR s.end_invert_m > t.ground_elevation_m
         """,
     )
     res.rejects += _locate(conn, layer, parcels=False)
+    res.warnings += _rows(
+        conn,
+        """
+        SELECT s.row_no, format('pipe %s (%s) slopes uphill: invert %s m at %s, %s m at %s', s.code, s.network,
+                                s.start_invert_m, s.from_node, s.end_invert_m, s.to_node)
+          FROM {stage} s WHERE s.network IN ('drainage', 'rain', 'sewage') AND s.start_invert_m < s.end_invert_m
+        """,
+        layer,
+    )
+    res.warnings += _rows(
+        conn,
+        """
+        SELECT s.row_no, format('pipe %s: invert %s m is below the invert of node %s (%s m)', s.code,
+                                CASE WHEN s.start_invert_m < f.invert_elevation_m THEN s.start_invert_m
+                                     ELSE s.end_invert_m END,
+                                CASE WHEN s.start_invert_m < f.invert_elevation_m THEN f.code ELSE t.code END,
+                                CASE WHEN s.start_invert_m < f.invert_elevation_m THEN f.invert_elevation_m
+                                     ELSE t.invert_elevation_m END)
+          FROM {stage} s JOIN pipe_nodes f ON f.code = s.from_node JOIN pipe_nodes t ON t.code = s.to_node
+         WHERE s.start_invert_m < f.invert_elevation_m - 0.001 OR s.end_invert_m < t.invert_elevation_m - 0.001
+        """,
+        layer,
+    )
     res.inserted, res.updated, res.unchanged = _upsert(
         conn,
         layer,
         "pipes",
         "code",
-        _same(
-            [
-                "code",
-                "network",
-                "from_node",
-                "to_node",
-                "diameter_mm",
-                "material",
-                "start_invert_m",
-                "end_invert_m",
-                "built_year",
-                "geom",
-                "attributes",
-                "source_file",
-                "source_id",
-            ]
-        )
+        _same(["code", "network", "from_node", "to_node", "diameter_mm", "material", "start_invert_m"])
+        + _same(["end_invert_m", "built_year", "geom", "attributes", "source_file", "source_id"])
         + UNIT_TARGETS,
     )
+    res.warnings += _component_warnings(conn, layer)
     return res
+
+
+def _rows(conn: psycopg.Connection, query: str, layer: str) -> list[tuple[int, str]]:
+    """(row_no, message) rows of a check that does not reject (``query``: module SQL with ``{stage}``)."""
+    rows = conn.execute(sql.SQL(query).format(stage=stage_table(layer))).fetchall()
+    return [(int(r[0]), str(r[1])) for r in rows]
+
+
+GRAVITY_NETWORKS = ("drainage", "rain", "sewage")
+DRAIN_KINDS = ("outfall", "pump_station")
+
+
+def _component_warnings(conn: psycopg.Connection, layer: str) -> list[tuple[int, str]]:
+    """Connectivity of each network the load touched (nodes with no pipe are parts of their own).
+
+    A gravity network (drainage, rain, sewage) is normally several catchments, each with its own outfall:
+    the warning is for parts that drain nowhere (no outfall or pump station). A pressurised network (water,
+    gas, …) should be one piece: the warning is for every extra part."""
+    networks = [r[0] for r in conn.execute(sql.SQL("SELECT DISTINCT network FROM {}").format(stage_table(layer)))]
+    out: list[tuple[int, str]] = []
+    for network in sorted(networks):
+        node_rows = conn.execute(
+            "SELECT code, kind FROM pipe_nodes WHERE network = %s ORDER BY code", (network,)
+        ).fetchall()
+        nodes = [r[0] for r in node_rows]
+        drains = np.array([r[1] in DRAIN_KINDS for r in node_rows], dtype=bool)
+        edges = conn.execute("SELECT from_node, to_node FROM pipes WHERE network = %s", (network,)).fetchall()
+        labels, count = connected_components(nodes, [e[0] for e in edges], [e[1] for e in edges])
+        if count == 0:
+            continue
+        sizes = np.bincount(labels)
+        if network in GRAVITY_NETWORKS:
+            drained = np.bincount(labels, weights=drains, minlength=count) > 0
+            suspect = [k for k in range(count) if not drained[k]]
+            what = "drain nowhere (no outfall or pump station)"
+        else:
+            suspect = list(range(1, count))
+            what = "are cut off from the main network"
+        if suspect:
+            first = {k: nodes[int(np.flatnonzero(labels == k)[0])] for k in suspect[:5]}
+            examples = ", ".join(f"node {code} ({sizes[k]} nodes)" for k, code in first.items())
+            more = f" and {len(suspect) - 5} more" if len(suspect) > 5 else ""
+            out.append((0, f"network {network}: {len(suspect)} of its {count} parts {what}: {examples}{more}"))
+    return out
 
 
 def _reject_unknown(conn: psycopg.Connection, layer: str, column: str, table: str, key: str) -> list[tuple[int, str]]:
@@ -431,7 +604,7 @@ def _reject_unknown(conn: psycopg.Connection, layer: str, column: str, table: st
     )
 
 
-def merge_devices(conn: psycopg.Connection) -> MergeResult:
+def merge_devices(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "devices"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
@@ -464,7 +637,7 @@ def merge_devices(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_observations(conn: psycopg.Connection) -> MergeResult:
+def merge_observations(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "observations"
     res = MergeResult()
     res.rejects += _reject(
@@ -506,7 +679,7 @@ def merge_observations(conn: psycopg.Connection) -> MergeResult:
     return res
 
 
-def merge_events(conn: psycopg.Connection) -> MergeResult:
+def merge_events(conn: psycopg.Connection, opts: MergeOptions) -> MergeResult:
     layer = "events"
     res = MergeResult()
     res.rejects += _duplicates(conn, layer, "code")
