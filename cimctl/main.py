@@ -16,6 +16,7 @@ from cim.db import DatabaseError, connect, ensure_database
 from cim.migrate import MigrationError, schema_version
 from cim.settings import get_settings
 from cim.store.catalog import load_summary
+from cimctl.changes import changes
 from cimctl.common import fail
 from cimctl.ingest_cmd import ingest
 from ingest.city_layers import ingest_files
@@ -212,6 +213,7 @@ def serve(host: str, port: int, workers: int) -> None:
 
 # ---- command registry: one line per command module ----------------------------------------------------
 main.add_command(ingest)
+main.add_command(changes)
 
 if __name__ == "__main__":
     main()
