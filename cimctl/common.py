@@ -15,9 +15,12 @@ import click
 from rich.console import Console
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``error: message`` in red on stderr and exit 1 (no stack trace for user errors)."""
+def fail(message: str, details: tuple[str, ...] | list[str] = ()) -> NoReturn:
+    """Print ``error: message`` (one line) in red on stderr, then any detail lines indented, and exit 1
+    (no stack trace for user errors)."""
     click.secho(f"error: {message}", fg="red", err=True)
+    for line in details:
+        click.echo(f"  {line}", err=True)
     sys.exit(1)
 
 

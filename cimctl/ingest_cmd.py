@@ -31,6 +31,7 @@ def _layer_command(layer: str) -> click.Command:
     @click.option("--crs", default=None, help="CRS of the file's coordinates (overrides the file's own).")
     @click.option("--layer", "layer_name", default=None, help="Layer inside a multi-layer file (GeoPackage).")
     @click.option("--allow-rejects", is_flag=True, help="Load the valid features and report the rejected ones.")
+    @click.option("--encoding", default=None, help="Text encoding of the attributes when not UTF-8 (e.g. GBK).")
     @click.option("--dry-run", is_flag=True, help="Check everything (database checks included), write nothing.")
     @click.option("--report", "report_file", type=click.Path(path_type=Path), help="Also write the report as JSON.")
     @click.option(
@@ -60,6 +61,7 @@ def _layer_command(layer: str) -> click.Command:
         crs: str | None,
         layer_name: str | None,
         allow_rejects: bool,
+        encoding: str | None,
         dry_run: bool,
         report_file: Path | None,
         snap_m: float,
@@ -84,7 +86,7 @@ def _layer_command(layer: str) -> click.Command:
         except (IngestError, ClusterError, DatabaseError, MigrationError) as exc:
             if report_file:
                 write_json_atomically(report_file, {"ok": False, "error": str(exc), "layers": []})
-            fail(str(exc))
+            fail(str(exc), getattr(exc, "details", ()))
         for report in reports:
             click.echo(report.summary())
         if report_file:

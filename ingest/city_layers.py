@@ -32,28 +32,32 @@ CSV_REQUIRED = {
 }
 
 
-def prepare_file(kind: str, path: Path, crs: str | None, layer: str | None, settings: Settings) -> list[Prepared]:
+def prepare_file(
+    kind: str, path: Path, crs: str | None, layer: str | None, settings: Settings, encoding: str | None = None
+) -> list[Prepared]:
     """Read and check one file of layer ``kind``; returns the stage frames in load order."""
     srid = settings.storage_srid
     if kind in TABLE_LAYERS:
-        frame = read_csv(path, CSV_REQUIRED[kind])
+        frame = read_csv(path, CSV_REQUIRED[kind], encoding)
         # Row numbers are file lines: the header is line 1.
         return [PREPARERS[kind](Checker(frame, str(path), first_row=2, unit="line"), srid, path.name)]
     if kind == "pipes":
-        return _prepare_pipes(path, crs, layer, settings)
-    frame = read_vector(path, layer, crs, srid)
+        return _prepare_pipes(path, crs, layer, settings, encoding)
+    frame = read_vector(path, layer, crs, srid, encoding)
     where = f"{path}" + (f" layer {layer}" if layer else "")
     return [PREPARERS[kind](Checker(frame, where), srid, path.name)]
 
 
-def _prepare_pipes(path: Path, crs: str | None, layer: str | None, settings: Settings) -> list[Prepared]:
+def _prepare_pipes(
+    path: Path, crs: str | None, layer: str | None, settings: Settings, encoding: str | None
+) -> list[Prepared]:
     srid = settings.storage_srid
     if path.suffix.lower() == ".csv":
-        return [_prepare_pipes_csv(path, crs, settings)]
+        return [_prepare_pipes_csv(path, crs, settings, encoding)]
     names = [layer] if layer else list_layers(path)
     parts: list[Prepared] = []
     for name in names:
-        frame = read_vector(path, name, crs, srid)
+        frame = read_vector(path, name, crs, srid, encoding)
         types = set(frame.geometry.geom_type.dropna())
         if name == "pipe_nodes" or (name != "pipes" and types <= {"Point", "MultiPoint"}):
             kind = "pipe_nodes"
@@ -67,11 +71,11 @@ def _prepare_pipes(path: Path, crs: str | None, layer: str | None, settings: Set
     return parts
 
 
-def _prepare_pipes_csv(path: Path, crs: str | None, settings: Settings) -> Prepared:
+def _prepare_pipes_csv(path: Path, crs: str | None, settings: Settings, encoding: str | None) -> Prepared:
     """A CSV of pipes (has from_node: lines are drawn between the nodes) or of nodes (x, y columns in the
     CRS given with --crs)."""
     srid = settings.storage_srid
-    frame = read_csv(path, [])
+    frame = read_csv(path, [], encoding)
     where = str(path)
     if "from_node" in frame.columns:
         table = gpd.GeoDataFrame(frame, geometry=[None] * len(frame), crs=srid)
@@ -104,6 +108,7 @@ def ingest_files(
     survey_extent: Path | None = None,
     dry_run: bool = False,
     progress: Progress | None = None,
+    encoding: str | None = None,
 ) -> list[LayerReport]:
     """Ingest files of one layer kind in one transaction. Raises IngestError (nothing written) on failure.
 
@@ -134,7 +139,7 @@ def ingest_files(
     for path in paths:
         if progress:
             progress(f"reading and checking {path.name}")
-        parts += [(path, p) for p in prepare_file(kind, path, crs, layer, settings)]
+        parts += [(path, p) for p in prepare_file(kind, path, crs, layer, settings, encoding)]
     # Nodes before pipes whatever the order of files and layers.
     parts.sort(key=lambda item: item[1].layer == "pipes")
     return load_prepared(

@@ -40,6 +40,7 @@ class LayerReport:
     rejected: list[tuple[int, str]] = field(default_factory=list)
     warnings: list[tuple[int, str]] = field(default_factory=list)
     dry_run: bool = False
+    unit: str = "feature"
 
     @property
     def loaded(self) -> int:
@@ -56,7 +57,7 @@ class LayerReport:
             text += f", demolished {self.deleted}"
         for label, items in (("rejected", self.rejected), ("warning", self.warnings)):
             for row, reason in items[:shown]:
-                where = f" feature {row}" if row else ""
+                where = f" {self.unit} {row}" if row else ""
                 text += f"\n    {label}{where}: {reason}"
             if len(items) > shown:
                 text += f"\n    … and {len(items) - shown} more"
@@ -138,17 +139,17 @@ def _load_one(
     conn: psycopg.Connection, path: Path, prepared: Prepared, allow_rejects: bool, options: MergeOptions
 ) -> LayerReport:
     layer = prepared.layer
-    report = LayerReport(layer, path.name, read=prepared.read, repaired=prepared.repaired)
+    report = LayerReport(layer, path.name, read=prepared.read, repaired=prepared.repaired, unit=prepared.unit)
     rejects = dict(prepared.rejects)
     if rejects and not allow_rejects:
-        raise RejectedFeatures(path.name, layer, list(rejects.items()))
+        raise RejectedFeatures(path.name, layer, list(rejects.items()), prepared.unit)
     create_stage(conn, layer)
     copy_into_stage(conn, layer, prepared.frame)
     result = MERGERS[layer](conn, options)
     for row, reason in result.rejects:
         rejects.setdefault(row, reason)
     if rejects and not allow_rejects:
-        raise RejectedFeatures(path.name, layer, list(rejects.items()))
+        raise RejectedFeatures(path.name, layer, list(rejects.items()), prepared.unit)
     report.inserted, report.updated, report.unchanged = result.inserted, result.updated, result.unchanged
     report.rejected = sorted(rejects.items())
     report.warnings = result.warnings

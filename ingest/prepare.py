@@ -42,6 +42,8 @@ class Prepared:
     read: int
     rejects: dict[int, str] = field(default_factory=dict)
     repaired: int = 0
+    unit: str = "feature"
+    """What a row number counts: features of a vector file, lines of a CSV."""
 
 
 class Checker:
@@ -54,7 +56,10 @@ class Checker:
         self.unit = unit
         self.columns: dict[str, object] = {}
         self.rejects: dict[int, str] = {}
-        self.repaired = 0
+        # Problems found while reading (malformed geometries): rejected or counted as repaired.
+        for i, reason in source.attrs.get("geometry_problems", {}).items():
+            self.rejects[int(self.row_no[i])] = reason
+        self.repaired = len(source.attrs.get("geometry_repairs", {}))
 
     # ---- bookkeeping ---------------------------------------------------------------------------------
     def reject(self, mask: npt.ArrayLike, reasons: str | Sequence[str]) -> None:
@@ -292,7 +297,9 @@ class Checker:
             else:
                 data[name] = pd.Series(col).reset_index(drop=True)[keep].to_numpy()
         frame = pd.DataFrame(data)
-        return Prepared(layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired)
+        return Prepared(
+            layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired, unit=self.unit
+        )
 
 
 def _text_series(raw: pd.Series) -> pd.Series:

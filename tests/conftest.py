@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -56,17 +57,26 @@ def cluster_url(settings: Settings) -> str:
     return EmbeddedCluster(settings).info().url
 
 
-@pytest.fixture()
-def fresh_settings(settings: Settings, cluster_url: str) -> Iterator[Settings]:
+@contextmanager
+def new_database(settings: Settings, cluster_url: str) -> Iterator[Settings]:
     """Settings pointing at a brand-new empty database in the test cluster (dropped afterwards)."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = cluster_url.replace("/cim?", "/postgres?")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = cluster_url.replace("/cim?", f"/{name}?")
-    yield settings.model_copy(update={"database_url": url})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        yield settings.model_copy(update={"database_url": url})
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture()
+def fresh_settings(settings: Settings, cluster_url: str) -> Iterator[Settings]:
+    """A brand-new empty database for one test."""
+    with new_database(settings, cluster_url) as fresh:
+        yield fresh
 
 
 @pytest.fixture(scope="session")

@@ -230,7 +230,8 @@ def test_cli_reports_a_bad_file_with_exit_code_1(city: tuple[Settings, dict[str,
         timeout=120,
     )
     assert res.returncode == 1
-    assert res.stderr.startswith("error: cli_mismatch.gpkg (buildings): 1 feature(s) rejected")
+    assert res.stderr.startswith("error: cli_mismatch.gpkg (buildings) feature 2: building ")
+    assert len(res.stderr.strip().splitlines()) == 1
     assert "Traceback" not in res.stderr and "lies in grid " + tinycity.GRID_B in res.stderr
     assert fingerprint(s) == before
     ok = subprocess.run(

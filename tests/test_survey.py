@@ -63,12 +63,14 @@ def test_versions_are_dated_at_the_surveys(surveyed: Settings) -> None:
     b1, b2, b3 = GRID_A + "00001", GRID_B + "00001", GRID_A + "00002"
     rows = q(
         s,
-        f"SELECT version, height_m, (valid_from AT TIME ZONE 'Asia/Shanghai')::date::text FROM buildings WHERE building_code = '{b1}'",
+        "SELECT version, height_m, (valid_from AT TIME ZONE 'Asia/Shanghai')::date::text FROM buildings "
+        f"WHERE building_code = '{b1}'",
     )
     assert rows == [(2, 36.0, "2025-06-30")]
     hist = q(
         s,
-        f"SELECT version, change, (valid_to AT TIME ZONE 'Asia/Shanghai')::date::text FROM building_history WHERE building_code = '{b1}'",
+        "SELECT version, change, (valid_to AT TIME ZONE 'Asia/Shanghai')::date::text FROM building_history "
+        f"WHERE building_code = '{b1}'",
     )
     assert hist == [(1, "altered", "2025-06-30")]
     # The redrawn uncoded building kept its code (matched by overlap), the demolished one is closed.

@@ -155,3 +155,12 @@ def write_all(out: Path) -> dict[str, Path]:
         "pipes": pipes(out),
         "houses": houses(out),
     }
+
+
+def devices(out: Path) -> Path:
+    gdf = gpd.GeoDataFrame(
+        {"code": ["WL-00001"], "kind": ["water_level"], "status": ["online"], "pipe_node_code": ["YSJ-1"]},
+        geometry=[Point(X0 + 480, Y0 + 20)],
+        crs=SRID,
+    )
+    return write(gdf, out / "devices.geojson")
