@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 
 from cim.db import transaction
+from cim.locate import locate
 from cim.settings import Settings, get_settings
 from cim.store.catalog import record_ingest_run
 from cim.store.history import set_change_time
@@ -89,6 +90,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Layers whose rows are placed in a grid (and, for some, a parcel) by where they lie.
+LOCATED_LAYERS = ("parcels", "buildings", "pipe_nodes", "pipes", "devices", "events")
+PARCEL_LINKED_LAYERS = ("buildings", "devices", "events")
+
+
 class _RollBack(Exception):
     """Raised inside the transaction of a dry run so that nothing it did is kept."""
 
@@ -143,8 +149,12 @@ def _load_one(
     rejects = dict(prepared.rejects)
     if rejects and not allow_rejects:
         raise RejectedFeatures(path.name, layer, list(rejects.items()), prepared.unit)
+    frame = prepared.frame
+    if layer in LOCATED_LAYERS and prepared.geometry is not None:
+        grid_codes, parcel_codes = locate(conn, prepared.geometry, parcels=layer in PARCEL_LINKED_LAYERS)
+        frame = frame.assign(grid_code=grid_codes, parcel_code=parcel_codes)
     create_stage(conn, layer)
-    copy_into_stage(conn, layer, prepared.frame)
+    copy_into_stage(conn, layer, frame)
     result = MERGERS[layer](conn, options)
     for row, reason in result.rejects:
         rejects.setdefault(row, reason)

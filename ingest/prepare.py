@@ -44,6 +44,8 @@ class Prepared:
     repaired: int = 0
     unit: str = "feature"
     """What a row number counts: features of a vector file, lines of a CSV."""
+    geometry: Any = None
+    """The kept rows' geometries (shapely array, storage CRS), for locating them in bulk."""
 
 
 class Checker:
@@ -288,17 +290,25 @@ class Checker:
         """The stage frame (rows without rejects), geometries as hex EWKB in the storage SRID."""
         keep = ~np.isin(self.row_no, np.fromiter(self.rejects.keys(), dtype=int, count=len(self.rejects)))
         data: dict[str, object] = {"row_no": self.row_no[keep]}
+        located = None
         for name in names:
             col = self.columns[name]
             if name in geometry_columns:
                 arr = np.asarray(col, dtype=object)[keep]
+                located = arr if located is None else located
                 arr = shapely.set_srid(arr, self._srid)
                 data[name] = shapely.to_wkb(arr, hex=True, include_srid=True)
             else:
                 data[name] = pd.Series(col).reset_index(drop=True)[keep].to_numpy()
         frame = pd.DataFrame(data)
         return Prepared(
-            layer, frame, read=len(self.source), rejects=dict(self.rejects), repaired=self.repaired, unit=self.unit
+            layer,
+            frame,
+            read=len(self.source),
+            rejects=dict(self.rejects),
+            repaired=self.repaired,
+            unit=self.unit,
+            geometry=located,
         )
 
 

@@ -75,7 +75,8 @@ def _duplicates(conn: psycopg.Connection, layer: str, key: str) -> list[tuple[in
 
 
 def _locate(conn: psycopg.Connection, layer: str, geom: str = "geom", parcels: bool = True) -> list[tuple[int, str]]:
-    """Fill unit codes (and parcel) from the grid/parcel containing each row's interior point."""
+    """Unit codes from the grid code; rows the load step could not place in bulk (``cim.locate``) are placed
+    here, one subquery per row, by the same rule; rows in no grid are rejected."""
     stage = stage_table(layer)
     g = sql.Identifier(geom)
     conn.execute(
@@ -84,9 +85,13 @@ def _locate(conn: psycopg.Connection, layer: str, geom: str = "geom", parcels: b
             UPDATE {stage} s SET grid_code = (
                 SELECT a.code FROM admin_units a
                  WHERE a.level = 'grid' AND ST_Intersects(a.geom, ST_PointOnSurface(s.{g}))
-                 ORDER BY a.code LIMIT 1)
+                 ORDER BY a.code LIMIT 1),
+                parcel_code = CASE WHEN {parcels} THEN (
+                    SELECT p.code FROM parcels p WHERE ST_Intersects(p.geom, ST_PointOnSurface(s.{g}))
+                     ORDER BY p.code LIMIT 1) END
+             WHERE s.grid_code IS NULL
             """
-        ).format(stage=stage, g=g)
+        ).format(stage=stage, g=g, parcels=sql.Literal(parcels))
     )
     conn.execute(
         sql.SQL(
@@ -97,16 +102,6 @@ def _locate(conn: psycopg.Connection, layer: str, geom: str = "geom", parcels: b
             """
         ).format(stage=stage)
     )
-    if parcels:
-        conn.execute(
-            sql.SQL(
-                """
-                UPDATE {stage} s SET parcel_code = (
-                    SELECT p.code FROM parcels p WHERE ST_Intersects(p.geom, ST_PointOnSurface(s.{g}))
-                     ORDER BY p.code LIMIT 1)
-                """
-            ).format(stage=stage, g=g)
-        )
     return _reject(
         conn,
         layer,
@@ -136,7 +131,7 @@ def _upsert(
     q = sql.SQL(
         """
         INSERT INTO {target} AS t ({cols})
-        SELECT {exprs} FROM {stage} ORDER BY row_no
+        SELECT {exprs} FROM {stage} ORDER BY {key}
         ON CONFLICT ({key}) DO UPDATE SET {sets}{touch}
          WHERE ({old}) IS DISTINCT FROM ({new})
         RETURNING (xmax = 0) AS inserted

@@ -146,8 +146,10 @@ def create_stage(conn: psycopg.Connection, layer: str) -> None:
 
 
 def copy_into_stage(conn: psycopg.Connection, layer: str, frame: pd.DataFrame) -> int:
-    """COPY a frame with columns ``row_no`` + ``STAGE_COLUMNS[layer]`` into the stage table (CSV, fast)."""
+    """COPY a frame with columns ``row_no`` + ``STAGE_COLUMNS[layer]`` (+ any unit columns already known)
+    into the stage table (CSV, fast)."""
     names = ["row_no", *(name for name, _ in STAGE_COLUMNS[layer])]
+    names += [name for name, _ in UNIT_COLUMNS if name in frame.columns]  # placed in bulk by the load step
     missing = [n for n in names if n not in frame.columns]
     if missing:
         raise KeyError(f"stage frame for {layer} lacks columns {missing}")
