@@ -20,7 +20,18 @@ lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/mypy cim ingest api tilesets sample_data cimctl
 
-deps: system-deps venv
+deps: system-deps venv npm-deps
+
+# Node tools the tests run (tests/js: the Khronos glTF validator), pinned by package-lock.json: `npm ci` when
+# node_modules is missing or older than the lock (`npm install` while there is no lock). Idempotent.
+.PHONY: npm-deps
+npm-deps:
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 18+ (Debian: apt-get install nodejs npm)" >&2; exit 1; }
+	@if [ -f package-lock.json ]; then \
+		if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+			npm ci --no-audit --no-fund --loglevel=error; fi; \
+	elif [ ! -d node_modules ] || [ package.json -nt node_modules ]; then \
+		npm install --no-audit --no-fund --loglevel=error; fi
 
 # PostgreSQL 15 + PostGIS from Debian: installed when running as root, else a message naming the packages.
 system-deps:

@@ -1,4 +1,4 @@
-"""Shenzhen object codes: the 25-digit house code and the unit codes that are its prefixes.
+"""Object codes: the 25-digit house code and the unit codes that are its prefixes (Shenzhen's rule, any city).
 
 Shenzhen's unified address rule (社会管理要素统一地址规范, 2017) numbers every house as
 
@@ -15,13 +15,24 @@ or a JSON number, and the segment boundaries are positional.
 The ``*_PATTERN`` constants are plain POSIX-compatible regular expressions so that SQL ``CHECK``
 constraints (``code ~ BUILDING_CODE_PATTERN``) can mirror them; Python checks here are stricter
 (e.g. no all-zero segments, real calendar dates in event codes).
+
+Other cities. The hierarchy and lengths are the product's model for every city (a city without an address
+grid of its own gets a management grid, as Chinese cities did with their 万米单元网格); only the first four
+digits, province+city, belong to the deployment: ``settings.city_code`` (``CIM_CITY_CODE``, default
+``4403``). Every check here is against that *active* city code. Only for Shenzhen is the district checked
+against the list of its districts; elsewhere any district number but ``00`` is accepted. Code that works on
+another city's codes than the process settings name (tests, a loader given explicit settings) wraps the work
+in ``city_scope(code)``. ``BUILDING_CODE_PATTERN`` and ``HOUSE_CODE_PATTERN`` stay Shenzhen's;
+``city_code_pattern`` gives the SQL pattern of any city's codes (the ``shenzhen_code`` domain uses it).
 """
 
 from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from datetime import date
 from types import MappingProxyType
@@ -29,6 +40,8 @@ from typing import SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
+
+from cim.settings import CITY_CODE_RE, get_settings
 
 __all__ = [
     "BUILDING_CODE_PATTERN",
@@ -49,6 +62,9 @@ __all__ = [
     "ancestors",
     "building_code",
     "check_prefix",
+    "city_code",
+    "city_code_pattern",
+    "city_scope",
     "format_code",
     "house_code",
     "is_within",
@@ -105,6 +121,43 @@ DISTRICTS: Mapping[str, str] = MappingProxyType(
 )
 """Shenzhen's districts (GB/T 2260 codes)."""
 
+_SHENZHEN_DISTRICT_RE = "(0[3-9]|1[01])"
+"""The SQL/POSIX alternation of Shenzhen's district numbers 03..11 (the keys of ``DISTRICTS``)."""
+_ANY_DISTRICT_RE = "(0[1-9]|[1-9][0-9])"
+"""Any district number but 00, for cities whose districts are not listed here."""
+
+_CITY_OVERRIDE: ContextVar[str | None] = ContextVar("cim_city_code", default=None)
+
+
+def city_code() -> str:
+    """The active province+city prefix: the innermost `city_scope`, else ``settings.city_code``."""
+    return _CITY_OVERRIDE.get() or get_settings().city_code
+
+
+@contextmanager
+def city_scope(code: str) -> Iterator[str]:
+    """Check codes against city ``code`` (4 digits) inside the ``with`` block, whatever the settings say."""
+    if not isinstance(code, str) or not CITY_CODE_RE.fullmatch(code):
+        raise CodeError(f"city code {code!r} is not 4 digits (province 2, city 2), e.g. 4403", code)
+    token = _CITY_OVERRIDE.set(code)
+    try:
+        yield code
+    finally:
+        _CITY_OVERRIDE.reset(token)
+
+
+def city_code_pattern(code: str) -> str:
+    """The POSIX regular expression every code of city ``code`` matches (the SQL domain's CHECK).
+
+    Built only from the validated 4 digits and one of two fixed district alternations, never other text:
+    ``^4403(0[3-9]|1[01])[0-9]*$`` for Shenzhen, ``^9901(0[1-9]|[1-9][0-9])[0-9]*$`` for city 9901.
+    """
+    if not isinstance(code, str) or not CITY_CODE_RE.fullmatch(code):
+        raise CodeError(f"city code {code!r} is not 4 digits (province 2, city 2), e.g. 4403", code)
+    district = _SHENZHEN_DISTRICT_RE if code == SHENZHEN_PREFIX else _ANY_DISTRICT_RE
+    return f"^{code}{district}[0-9]*$"
+
+
 # (name, start, end) of each segment within a code.
 _SPANS: tuple[tuple[str, int, int], ...] = tuple(
     (name, sum(w for _, w in SEGMENTS[:i]), sum(w for _, w in SEGMENTS[: i + 1]))
@@ -139,8 +192,9 @@ def _check_level_name(level: str) -> int:
         raise ValueError(f"unknown code level {level!r}; levels are {', '.join(LEVELS)}") from None
 
 
-def _problem(code: object, level: str | None = None) -> str | None:
-    """What is wrong with ``code`` (None when it is a valid Shenzhen code of ``level``)."""
+def _problem(code: object, level: str | None = None, city: str | None = None) -> str | None:
+    """What is wrong with ``code`` (None when it is a valid code of ``level`` in ``city``, default the active one)."""
+    city = city or city_code()
     expected = _check_level_name(level) if level is not None else None
     what = f"{level} code" if level else "code"
     if not isinstance(code, str):
@@ -153,13 +207,22 @@ def _problem(code: object, level: str | None = None) -> str | None:
         return f"{what} {code!r} has {n} digits; a {level} code has {expected}"
     if n not in _LEVEL_BY_LENGTH:
         return f"code {code!r} has {n} digits; codes have {_LENGTHS_TEXT} digits"
-    if not code.startswith(SHENZHEN_PREFIX):
-        return (
-            f"{what} {code} is not a Shenzhen code: it starts with {code[:4]}, "
-            f"Shenzhen codes start with {SHENZHEN_PREFIX} (province 44, city 03)"
-        )
-    if code[:6] not in DISTRICTS:
-        return f"{what} {code} names district {code[:6]}, not a Shenzhen district ({_DISTRICTS_TEXT})"
+    if city == SHENZHEN_PREFIX:
+        if not code.startswith(SHENZHEN_PREFIX):
+            return (
+                f"{what} {code} is not a Shenzhen code: it starts with {code[:4]}, "
+                f"Shenzhen codes start with {SHENZHEN_PREFIX} (province 44, city 03)"
+            )
+        if code[:6] not in DISTRICTS:
+            return f"{what} {code} names district {code[:6]}, not a Shenzhen district ({_DISTRICTS_TEXT})"
+    else:
+        if not code.startswith(city):
+            return (
+                f"{what} {code} is not a code of this city: it starts with {code[:4]}, "
+                f"this deployment's codes start with {city} (CIM_CITY_CODE)"
+            )
+        if code[4:6] == "00":
+            return f"{what} {code} has an all-zero district segment (00); district numbers start at 01"
     for name, start, end in _NONZERO_SEGMENTS:
         if end <= n and code[start:end].count("0") == end - start:
             zeros = code[start:end]
@@ -168,11 +231,12 @@ def _problem(code: object, level: str | None = None) -> str | None:
 
 
 def validate(code: str, level: str | None = None) -> str:
-    """Return ``code`` unchanged if it is a valid Shenzhen code (of ``level``, when given).
+    """Return ``code`` unchanged if it is a valid code of the active city (of ``level``, when given).
 
     Raises CodeError naming the code and the fault: non-digits, a length that is no level's (or not
-    ``level``'s), a prefix other than 4403, an unknown district, or an all-zero street, community,
-    grid, building or room segment (those are placeholders, never real numbers).
+    ``level``'s), a prefix other than the city code (4403 for Shenzhen), an unknown Shenzhen district
+    (district 00 elsewhere), or an all-zero street, community, grid, building or room segment (those are
+    placeholders, never real numbers).
     """
     problem = _problem(code, level)
     if problem is not None:
@@ -269,7 +333,7 @@ def format_code(first: CodeParts | SupportsIndex | str, *rest: SupportsIndex | s
 
     Takes a CodeParts, or 3 (district) to 8 (house) segments as ints or digit strings starting with
     the province. Raises CodeError when a segment overflows its width (e.g. building 100000) or the
-    result is not a valid Shenzhen code.
+    result is not a valid code of the active city.
     """
     if isinstance(first, CodeParts):
         if rest:
@@ -359,8 +423,8 @@ def _char_matrix(arr: npt.NDArray[np.str_]) -> npt.NDArray[np.uint32]:
 _CHUNK = 100_000  # bounds the (chunk, 25) uint32 matrix to ~10 MB however many codes are loaded
 
 
-def _valid_mask(arr: npt.NDArray[np.str_], level: str | None) -> npt.NDArray[np.bool_]:
-    """Vectorised `_problem(...) is None` for a 1-D string array."""
+def _valid_mask(arr: npt.NDArray[np.str_], level: str | None, city: str) -> npt.NDArray[np.bool_]:
+    """Vectorised `_problem(..., city) is None` for a 1-D string array."""
     lengths = np.char.str_len(arr)
     ok = lengths == LEVEL_LENGTHS[level] if level is not None else np.isin(lengths, list(LEVEL_LENGTHS.values()))
     width = arr.dtype.itemsize // 4
@@ -372,9 +436,10 @@ def _valid_mask(arr: npt.NDArray[np.str_], level: str | None) -> npt.NDArray[np.
     is_digit = (chars >= ord("0")) & (chars <= ord("9"))
     ok &= np.all(is_digit | ~inside, axis=1)
     d = chars.astype(np.int16) - ord("0")
-    ok &= (d[:, 0] == 4) & (d[:, 1] == 4) & (d[:, 2] == 0) & (d[:, 3] == 3)
+    prefix = np.array([int(c) for c in city], dtype=np.int16)
+    ok &= np.all(d[:, :4] == prefix[None, :], axis=1)
     district = d[:, 4] * 10 + d[:, 5]
-    ok &= (district >= 3) & (district <= 11)
+    ok &= ((district >= 3) & (district <= 11)) if city == SHENZHEN_PREFIX else (district != 0)
     for _, start, end in _NONZERO_SEGMENTS:
         if end > width:
             break
@@ -391,6 +456,7 @@ def validate_many(codes: Sequence[str] | npt.NDArray[np.str_], level: str | None
     """
     if level is not None:
         _check_level_name(level)
+    city = city_code()
     n = len(codes)
     out: list[str | None] = [None] * n
     if n == 0:
@@ -405,13 +471,13 @@ def validate_many(codes: Sequence[str] | npt.NDArray[np.str_], level: str | None
         arr = np.array(strs, dtype=str)
         if sum(map(len, strs)) != int(np.char.str_len(arr).sum()):
             # numpy drops trailing NUL characters; such codes must not slip through as valid.
-            return [_problem(c, level) for c in codes]
+            return [_problem(c, level, city) for c in codes]
     ok = np.empty(n, dtype=bool)
     for start in range(0, n, _CHUNK):
-        ok[start : start + _CHUNK] = _valid_mask(arr[start : start + _CHUNK], level)
+        ok[start : start + _CHUNK] = _valid_mask(arr[start : start + _CHUNK], level, city)
     for i in np.flatnonzero(~ok).tolist():
         code = codes[i]
-        out[i] = _problem(str(code) if isinstance(code, str) else code, level)
+        out[i] = _problem(str(code) if isinstance(code, str) else code, level, city)
     return out
 
 

@@ -119,7 +119,7 @@ def ensure_database(settings: Settings | None = None) -> DatabaseStatus:
         raise DatabaseError(f"cannot connect to the database: {exc}".strip()) from exc
     with conn:
         extensions = _ensure_extensions(conn)
-        apply_migrations(conn, settings.storage_srid)
+        apply_migrations(conn, settings.storage_srid, settings.city_code)
         version = schema_version(conn)
         postgis = conn.execute("SELECT postgis_lib_version()").fetchone()
     return DatabaseStatus(

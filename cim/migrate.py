@@ -3,8 +3,11 @@
 - A file is named ``NNNN_what.sql``; ``NNNN`` is its version. Applied versions are recorded in
   ``cim_schema_migrations`` with a checksum; re-running applies nothing, and an applied file that was later
   edited is an error (write a new migration instead).
-- The only template value is ``{{SRID}}``, the storage SRID, substituted as a validated integer. It is fixed
-  at the first migration and kept in ``cim_settings``; connecting with another storage SRID is an error.
+- Template values: ``{{SRID}}``, the storage SRID, substituted as a validated integer; ``{{CITY_CODE_RE}}``,
+  the POSIX pattern of the deployment's codes (``cim.codes.city_code_pattern``: the validated 4-digit city code
+  and a fixed district alternation, never other text). Both are fixed at the first migration and kept in
+  ``cim_settings``; connecting with another storage SRID or city code is an error. A database migrated before
+  the city code was a setting holds Shenzhen codes, so it is recorded as ``4403``.
 - Concurrent migrators are serialised by a transaction-level advisory lock.
 """
 
@@ -17,8 +20,12 @@ from importlib import resources
 
 import psycopg
 
+from cim.codes import SHENZHEN_PREFIX, CodeError, city_code_pattern
+
 MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 LOCK_KEY = 4_403_050_001  # arbitrary, constant: the advisory-lock id of "migrating the CIM schema"
+# The only shapes a rendered {{CITY_CODE_RE}} may take (defence in depth: it is pasted into SQL text).
+_CITY_PATTERN_SHAPE = re.compile(r"\^[0-9]{4}\((0\[3-9\]\|1\[01\]|0\[1-9\]\|\[1-9\]\[0-9\])\)\[0-9\]\*\$")
 
 
 class MigrationError(RuntimeError):
@@ -35,8 +42,19 @@ class Migration:
     def checksum(self) -> str:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
-    def render(self, srid: int) -> str:
-        return self.text.replace("{{SRID}}", str(int(srid)))
+    def render(self, srid: int, city_code: str = SHENZHEN_PREFIX) -> str:
+        return self.text.replace("{{SRID}}", str(int(srid))).replace("{{CITY_CODE_RE}}", city_code_re(city_code))
+
+
+def city_code_re(city_code: str) -> str:
+    """The ``{{CITY_CODE_RE}}`` value for ``city_code``; raises MigrationError for anything but 4 digits."""
+    try:
+        pattern = city_code_pattern(city_code)
+    except CodeError as exc:
+        raise MigrationError(f"CIM_CITY_CODE: {exc}") from None
+    if not _CITY_PATTERN_SHAPE.fullmatch(pattern):
+        raise MigrationError(f"CIM_CITY_CODE {city_code!r} gives an unexpected code pattern {pattern!r}")
+    return pattern
 
 
 def load_migrations() -> list[Migration]:
@@ -76,8 +94,9 @@ def schema_version(conn: psycopg.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def apply_migrations(conn: psycopg.Connection, srid: int) -> list[int]:
+def apply_migrations(conn: psycopg.Connection, srid: int, city_code: str = SHENZHEN_PREFIX) -> list[int]:
     """Apply every pending migration; returns the versions applied (empty when up to date)."""
+    city_code_re(city_code)  # refuse a malformed city code before touching the database
     applied_now: list[int] = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -90,6 +109,18 @@ def apply_migrations(conn: psycopg.Connection, srid: int) -> list[int]:
                 f"the database stores geometries in EPSG:{row[0]} but CIM_STORAGE_SRID is {srid}; "
                 "use the same storage SRID or a new database"
             )
+        row = conn.execute("SELECT value FROM cim_settings WHERE key = 'city_code'").fetchone()
+        if row is None:
+            legacy = conn.execute("SELECT count(*) > 0 FROM cim_schema_migrations").fetchone()
+            recorded = SHENZHEN_PREFIX if legacy and legacy[0] else city_code
+            conn.execute("INSERT INTO cim_settings VALUES ('city_code', %s)", (recorded,))
+        else:
+            recorded = str(row[0])
+        if recorded != city_code:
+            raise MigrationError(
+                f"the database holds the codes of city {recorded} but CIM_CITY_CODE is {city_code}; "
+                "use the same city code or a new database"
+            )
     for mig in load_migrations():
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -101,7 +132,7 @@ def apply_migrations(conn: psycopg.Connection, srid: int) -> list[int]:
                     raise MigrationError(f"migration {mig.version:04d}_{mig.name} was changed after it was applied")
                 continue
             try:
-                conn.execute(mig.render(srid).encode())
+                conn.execute(mig.render(srid, city_code).encode())
             except psycopg.Error as exc:
                 raise MigrationError(f"migration {mig.version:04d}_{mig.name} failed: {exc}") from exc
             conn.execute(

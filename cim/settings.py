@@ -10,15 +10,24 @@ Decisions recorded here:
   Height Datum) to get ellipsoidal heights for 3D Tiles (h = H + N). Around Shenzhen N is roughly -3 m;
   the true value is a survey fact of the deployment, so the code never guesses it.
 - ``CIM_STOREY_HEIGHT_M`` (default 3.0): storey height used when only a storey count is known.
+- ``CIM_CITY_CODE`` (default ``4403``, Shenzhen): the 4-digit province+city prefix of every unit, building
+  and house code of this deployment. The code hierarchy and lengths (district 6 … house 25) are the
+  product's model for every city; only this prefix changes, and the list of valid districts is enforced only
+  for Shenzhen. A city outside China's GB/T 2260 numbering takes an unassigned province number (GB/T 2260
+  uses 11–82), e.g. ``9901`` (the tests use it for Helsinki). Fixed at the first migration, like the SRID.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CITY_CODE_RE = re.compile(r"[1-9][0-9]{3}")
+"""A province+city prefix: 4 ASCII digits, no leading zero (GB/T 2260 province numbers start at 11)."""
 
 
 class Settings(BaseSettings):
@@ -31,6 +40,8 @@ class Settings(BaseSettings):
     storage_srid: int = 4547
     height_offset_m: float = 0.0
     storey_height_m: float = 3.0
+    city_code: str = "4403"
+    """Province+city prefix (4 digits) of every code in this deployment; see the module docstring."""
     pg_user: str = "cim-pg"
     """System user that runs the embedded PostgreSQL server when the CLI runs as root."""
     pg_fast: bool = False
@@ -47,6 +58,13 @@ class Settings(BaseSettings):
     def _positive_srid(cls, v: int) -> int:
         if v <= 0:
             raise ValueError("CIM_STORAGE_SRID must be a positive EPSG code")
+        return v
+
+    @field_validator("city_code")
+    @classmethod
+    def _four_digit_city(cls, v: str) -> str:
+        if not CITY_CODE_RE.fullmatch(v):
+            raise ValueError(f"CIM_CITY_CODE must be 4 digits (province 2, city 2), e.g. 4403; got {v!r}")
         return v
 
 

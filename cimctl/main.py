@@ -16,9 +16,13 @@ from cim.db import DatabaseError, connect, ensure_database
 from cim.migrate import MigrationError, schema_version
 from cim.settings import get_settings
 from cim.store.catalog import load_summary
+from cimctl.admin import admin
 from cimctl.changes import changes
 from cimctl.common import fail
 from cimctl.ingest_cmd import ingest
+from cimctl.osm import osm_command
+from cimctl.photogrammetry import heights, mesh_command, pointcloud_command, raster_command
+from cimctl.tiles import tiles
 from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
 from sample_data.generate import LAYER_FILES, generate
@@ -214,6 +218,13 @@ def serve(host: str, port: int, workers: int) -> None:
 # ---- command registry: one line per command module ----------------------------------------------------
 main.add_command(ingest)
 main.add_command(changes)
+ingest.add_command(raster_command)
+ingest.add_command(pointcloud_command)
+ingest.add_command(mesh_command)
+main.add_command(heights)
+ingest.add_command(osm_command)
+main.add_command(admin)
+main.add_command(tiles)
 
 if __name__ == "__main__":
     main()

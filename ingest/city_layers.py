@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from cim import codes
 from cim.settings import Settings, get_settings
 from cim.store.merge import MergeOptions
 from ingest.errors import IngestError
@@ -136,10 +137,11 @@ def ingest_files(
     except ValueError as exc:
         raise IngestError(str(exc)) from exc
     parts: list[tuple[Path, Prepared]] = []
-    for path in paths:
-        if progress:
-            progress(f"reading and checking {path.name}")
-        parts += [(path, p) for p in prepare_file(kind, path, crs, layer, settings, encoding)]
+    with codes.city_scope(settings.city_code):  # codes are checked against the settings' city
+        for path in paths:
+            if progress:
+                progress(f"reading and checking {path.name}")
+            parts += [(path, p) for p in prepare_file(kind, path, crs, layer, settings, encoding)]
     # Nodes before pipes whatever the order of files and layers.
     parts.sort(key=lambda item: item[1].layer == "pipes")
     return load_prepared(

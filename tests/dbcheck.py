@@ -8,7 +8,7 @@ from cim.db import connect
 from cim.model import CITY_TABLES
 from cim.settings import Settings
 
-CITY_DATA_TABLES = (*CITY_TABLES, "building_history", "rasters", "tilesets")
+CITY_DATA_TABLES = (*CITY_TABLES, "building_history", "rasters", "assets", "tilesets")
 
 
 def fingerprint(settings: Settings) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -230,3 +231,77 @@ def test_parcel_and_event_codes() -> None:
     assert codes.HOUSE_CODE_RE.fullmatch(EXAMPLE)
     assert not codes.BUILDING_CODE_RE.fullmatch("4403120030030400042")
     assert not codes.HOUSE_CODE_RE.fullmatch(BUILDING)
+
+
+# ---- another city ------------------------------------------------------------------------------------------
+# 9901: an unassigned province number (GB/T 2260 uses 11–82), the code tests/test_ingest_osm.py gives Helsinki.
+OTHER = "9901010020030400042000003"
+
+
+def test_another_city_validates_against_its_own_prefix() -> None:
+    assert codes.city_code() == "4403"  # the default deployment is Shenzhen
+    with codes.city_scope("9901"):
+        assert codes.city_code() == "9901"
+        for n in codes.LEVEL_LENGTHS.values():
+            assert codes.validate(OTHER[:n]) == OTHER[:n]
+        assert codes.parse(OTHER).district == "01"
+        assert codes.format_code(99, 1, 1, 2, 3, 4, 42, 3) == OTHER
+        assert codes.building_code(OTHER[:14], 42) == OTHER[:19]
+        assert codes.next_free_number([OTHER], OTHER[:14]) == 43
+        assert codes.validate("990199") == "990199"  # no district list outside Shenzhen …
+        with pytest.raises(CodeError, match="all-zero district segment"):  # … but 00 is no district
+            codes.validate("990100")
+        with pytest.raises(CodeError) as info:
+            codes.validate(BUILDING)
+        assert str(info.value) == (
+            f"code {BUILDING} is not a code of this city: it starts with 4403, "
+            "this deployment's codes start with 9901 (CIM_CITY_CODE)"
+        )
+        with pytest.raises(CodeError, match="all-zero street segment"):
+            codes.validate("990101000")
+        with codes.city_scope("4403"):  # scopes nest
+            assert codes.validate(BUILDING) == BUILDING
+        assert codes.city_code() == "9901"
+    assert codes.city_code() == "4403"
+    with pytest.raises(CodeError, match="990101 is not a Shenzhen code"):
+        codes.validate("990101")
+
+
+def test_another_city_bulk_validation_matches_validate() -> None:
+    rng = random.Random(9901)
+    samples: list[object] = [OTHER[:n] for n in codes.LEVEL_LENGTHS.values()] + [EXAMPLE, "990100", None, ""]
+    for _ in range(3000):
+        n = rng.choice([6, 9, 12, 14, 19, 25])
+        prefix = rng.choice(["9901", "9901", "4403", "9902"]) + rng.choice(["01", "00", "07", "99"])
+        samples.append((prefix + "".join(rng.choice("0000012349") for _ in range(n)))[:n])
+    with codes.city_scope("9901"):
+        for level in (None, "district", "building", "house"):
+            expected: list[str | None] = []
+            for code in samples:
+                try:
+                    codes.validate(code, level)  # type: ignore[arg-type]
+                    expected.append(None)
+                except CodeError as exc:
+                    expected.append(str(exc))
+            assert codes.validate_many(samples, level) == expected  # type: ignore[arg-type]
+            assert any(m is None for m in expected) and any(m is not None for m in expected)
+
+
+def test_city_code_patterns_and_settings() -> None:
+    from pydantic import ValidationError
+
+    from cim.settings import Settings
+
+    assert codes.city_code_pattern("4403") == r"^4403(0[3-9]|1[01])[0-9]*$"  # 0001's domain, unchanged
+    assert codes.city_code_pattern("9901") == r"^9901(0[1-9]|[1-9][0-9])[0-9]*$"
+    pattern = re.compile(codes.city_code_pattern("9901"))
+    assert pattern.fullmatch(OTHER) and not pattern.fullmatch(EXAMPLE) and not pattern.fullmatch("990100")
+    for bad in ["440", "44033", "44a3", "0403", "4403\n", "'; --"]:
+        with pytest.raises(CodeError, match="is not 4 digits"):
+            codes.city_code_pattern(bad)
+        with pytest.raises(CodeError, match="is not 4 digits"), codes.city_scope(bad):
+            pass
+        with pytest.raises(ValidationError, match="CIM_CITY_CODE must be 4 digits"):
+            Settings(city_code=bad)
+    assert Settings().city_code == "4403"
+    assert Settings(city_code="9901").city_code == "9901"

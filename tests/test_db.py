@@ -150,3 +150,25 @@ def test_geometry_columns_use_the_storage_srid(fresh_settings: Settings) -> None
     with psycopg.connect(fresh_settings.database_url) as conn:
         srids = conn.execute("SELECT DISTINCT srid FROM geometry_columns WHERE f_table_schema = 'public'").fetchall()
     assert srids == [(4547,)]
+
+
+def test_migrations_guard_the_city_code(fresh_settings: Settings) -> None:
+    assert fresh_settings.database_url
+    with psycopg.connect(fresh_settings.database_url) as conn:
+        assert apply_migrations(conn, 4547, "9901") == [m.version for m in load_migrations()]
+        check = conn.execute(
+            "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_type t ON t.oid = c.contypid "
+            "WHERE t.typname = 'shenzhen_code'"
+        ).fetchall()
+        assert len(check) == 1 and "^9901(0[1-9]|[1-9][0-9])[0-9]*$" in check[0][0]
+        assert apply_migrations(conn, 4547, "9901") == []
+        with pytest.raises(MigrationError, match="holds the codes of city 9901 but CIM_CITY_CODE is 4403"):
+            apply_migrations(conn, 4547, "4403")
+        with pytest.raises(MigrationError, match='CIM_CITY_CODE: city code "44\'3" is not 4 digits'):
+            apply_migrations(conn, 4547, "44'3")
+        # A database migrated before the city code was a setting holds Shenzhen codes.
+        conn.execute("DELETE FROM cim_settings WHERE key = 'city_code'")
+        conn.commit()
+        with pytest.raises(MigrationError, match="holds the codes of city 4403 but CIM_CITY_CODE is 9901"):
+            apply_migrations(conn, 4547, "9901")
+        assert apply_migrations(conn, 4547, "4403") == []
