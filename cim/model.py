@@ -37,4 +37,7 @@ CITY_TABLES = (
     "devices",
     "observations",
     "events",
+    "road_vertices",
+    "roads",
+    "pois",
 )
