@@ -11,6 +11,7 @@ APT_PACKAGES := postgresql-15 postgresql-15-postgis-3 postgresql-15-pgrouting
 
 demo: deps
 	$(BIN)/cim demo load
+	$(BIN)/cim tiles build --layer buildings
 	$(BIN)/cim serve --host 127.0.0.1 --port 8000
 
 test: deps
