@@ -31,6 +31,8 @@ CITY_TABLES = (
     "parcels",
     "buildings",
     "houses",
+    "bim_models",
+    "bim_storeys",
     "bim_elements",
     "pipe_nodes",
     "pipes",

@@ -19,6 +19,7 @@ from cim.store.catalog import load_summary
 from cimctl.admin import admin
 from cimctl.changes import changes
 from cimctl.common import fail
+from cimctl.ifc import ifc_command
 from cimctl.ingest_cmd import ingest
 from cimctl.osm import osm_command
 from cimctl.photogrammetry import heights, mesh_command, pointcloud_command, raster_command
@@ -224,6 +225,7 @@ ingest.add_command(mesh_command)
 main.add_command(heights)
 ingest.add_command(osm_command)
 main.add_command(admin)
+ingest.add_command(ifc_command)
 main.add_command(tiles)
 
 if __name__ == "__main__":
