@@ -20,6 +20,8 @@ BAD = HERE / "bad"
 sys.path.insert(0, str(HERE.parent))
 
 import geopandas as gpd  # noqa: E402
+import rasterio  # noqa: E402
+from rasterio.transform import from_origin  # noqa: E402
 from shapely.geometry import LineString, Point  # noqa: E402
 
 import tinycity  # noqa: E402
@@ -274,6 +276,33 @@ def make() -> None:
     )
     pipes.to_file(BAD / "dangling_pipe.geojson")
     case("dangling_pipe.geojson", "pipes", "to_node NOPE-1 does not exist")
+    # --- rasters, BIM, point clouds
+    shared = HERE.parents[2] / "shared" / "data"
+    shutil.copyfile(shared / "raster" / "corrupt.tif", BAD / "corrupt.tif")
+    case("corrupt.tif", "raster", "corrupt.tif", "cannot read the pixel data", args=("--kind", "ortho"))
+    profile = {
+        "driver": "GTiff",
+        "width": 20000,
+        "height": 20000,
+        "count": 1,
+        "dtype": "float32",
+        "crs": "EPSG:4547",
+        "transform": from_origin(X0, Y0 + 500, 0.025, 0.025),
+        "tiled": True,
+        "blockxsize": 1024,
+        "blockysize": 1024,
+        "sparse_ok": True,
+    }
+    with rasterio.open(BAD / "huge_header.tif", "w", **profile):
+        pass  # nothing written: a tiny file whose header claims 1.5 GiB of pixels
+    case("huge_header.tif", "raster", "huge_header.tif", "header claims", args=("--kind", "dsm"))
+    fzk = (shared / "ifc" / "AC20-FZK-Haus.ifc").read_bytes()
+    (BAD / "truncated.ifc").write_bytes(fzk[:3000])
+    case("truncated.ifc", "ifc", "truncated.ifc", "cut off")
+    (BAD / "not_ifc.ifc").write_bytes(bytes(range(256)) * 8)
+    case("not_ifc.ifc", "ifc", "not_ifc.ifc")
+    (BAD / "empty.las").write_bytes(b"")
+    case("empty.las", "pointcloud", "empty.las", "is empty", args=("--crs", "EPSG:4547"))
     _check_names()
 
 
