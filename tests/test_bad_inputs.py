@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-from conftest import new_database
 
 from cim.db import ensure_database
-from cim.settings import Settings, get_settings
-from cimctl.main import main
+from cim.settings import Settings
 from ingest.city_layers import ingest_files
 
 import tinycity
+from cliharness import run_cli
+from conftest import new_database
 from dbcheck import fingerprint
 
 BAD = Path(__file__).parent / "data" / "bad"
@@ -35,16 +34,6 @@ def base(settings: Settings, cluster_url: str, tmp_path_factory: pytest.TempPath
         for kind in ("admin", "parcels", "buildings", "houses", "pipes", "devices"):
             ingest_files(kind, [files[kind]], settings=s)
         yield s
-
-
-def run_cli(s: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
-    monkeypatch.setenv("CIM_DATABASE_URL", str(s.database_url))
-    monkeypatch.setenv("CIM_HOME", str(s.home))
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
 
 
 def test_the_corpus_is_large_enough() -> None:

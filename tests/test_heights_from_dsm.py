@@ -13,20 +13,19 @@ import pandas as pd
 import pyproj
 import pytest
 import rasterio
-from click.testing import CliRunner, Result
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 from shapely.geometry import box
 
 from cim.db import connect, ensure_database
-from cim.settings import Settings, get_settings
-from cimctl.main import main
+from cim.settings import Settings
 from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
 from ingest.heights_from_dsm import group_statistic, heights_from_dsm, parse_statistic
 from ingest.raster import ingest_raster
 
 import tinycity
+from cliharness import run_cli
 from dbcheck import fingerprint
 
 X0, Y0 = tinycity.X0, tinycity.Y0
@@ -35,18 +34,6 @@ RES = 0.5
 DSM_LEFT, DSM_TOP, DSM_SIZE = X0 + 50, Y0 + 450, 800
 TRUE_HEIGHTS = {"b1": 24.0, "b3": 15.5, "b4": 21.25}  # the 20x20 square, the L shape, the courtyard
 NODATA = -9999.0
-
-
-def run_cli(s: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    """The real ``cim`` command in this process (no interpreter start-up) against the test's database."""
-    monkeypatch.setenv("CIM_DATABASE_URL", str(s.database_url))
-    monkeypatch.setenv("CIM_HOME", str(s.home))
-    monkeypatch.setenv("CIM_STORAGE_SRID", str(s.storage_srid))
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
 
 
 def ground(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,8 @@ from typing import Any
 import geopandas as gpd
 import ifcopenshell
 import numpy as np
-import psycopg
 import pyproj
 import pytest
-from psycopg import sql
 from shapely.geometry import box
 
 from cim.db import connect, ensure_database
@@ -37,6 +34,7 @@ from ingest.ifc import IfcError, IfcSource, ingest_ifc, open_ifc
 from ingest.ifc_georef import GeoreferenceError, _classify_scale, dms_to_degrees, parse_anchor, resolve_placement
 
 import tinycity
+from conftest import new_database
 from dbcheck import fingerprint
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ifc"
@@ -51,8 +49,6 @@ UTM32 = 25832
 # A 4 km square of UTM zone 32N around both Karlsruhe samples (FZK-Haus and the Gauss-Krüger model), in two
 # grids split at x = X0 + 2000 (about 8.4383°E).
 X0, Y0 = 457_000.0, 5_437_000.0
-
-BIM_TABLES = ("bim_models", "bim_storeys", "ingest_runs")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -70,11 +66,12 @@ def fzk() -> IfcSource:
 @pytest.fixture(scope="module")
 def karlsruhe(settings: Settings, cluster_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A database stored in ETRS89 / UTM 32N with a hand-made unit hierarchy and a parcel around the samples."""
-    name = f"t_ifc_{uuid.uuid4().hex[:10]}"
-    admin_url = cluster_url.replace("/cim?", "/postgres?")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    s = settings.model_copy(update={"database_url": cluster_url.replace("/cim?", f"/{name}?"), "storage_srid": UTM32})
+    with new_database(settings, cluster_url) as fresh:
+        s = fresh.model_copy(update={"storage_srid": UTM32})
+        yield from _karlsruhe(s, tmp_path_factory)
+
+
+def _karlsruhe(s: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     ensure_database(s)
     out = tmp_path_factory.mktemp("karlsruhe")
     area = box(X0, Y0, X0 + 4000, Y0 + 4000)
@@ -97,8 +94,6 @@ def karlsruhe(settings: Settings, cluster_url: str, tmp_path_factory: pytest.Tem
     ingest_files("admin", [out / "admin.geojson"], settings=s)
     ingest_files("parcels", [out / "parcels.geojson"], settings=s)
     yield s
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
@@ -113,17 +108,8 @@ def query(s: Settings, q: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 
 
 def everything(s: Settings) -> dict[str, str]:
-    """Fingerprint of the city tables plus the BIM catalogue tables this ingest writes."""
-    out = fingerprint(s)
-    with connect(s) as conn:
-        for table in BIM_TABLES:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t"
-                ).format(sql.Identifier(table))
-            ).fetchone()
-            out[table] = row[0] if row else ""
-    return out
+    """Fingerprint of the city tables (BIM included) and of the ingest log."""
+    return fingerprint(s, ("ingest_runs",))
 
 
 def stored_vertices(s: Settings, guid: str) -> np.ndarray:

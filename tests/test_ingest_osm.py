@@ -24,7 +24,6 @@ import osmium
 import pandas as pd
 import psycopg
 import pytest
-from psycopg import sql
 from pyproj import Geod
 
 from cim.db import connect, ensure_database
@@ -49,7 +48,6 @@ PBF = Path(__file__).parents[2] / "shared" / "data" / "osm" / "helsinki_center.o
 CITY = "9901"
 DISTRICT = "990101"
 CIM = str(Path(sys.executable).parent / "cim")
-OSM_TABLES = ("roads", "road_vertices", "pois")
 GEOD = Geod(ellps="WGS84")
 
 
@@ -171,19 +169,6 @@ def rows(settings: Settings, query: str, params: tuple[object, ...] = ()) -> lis
         return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
 
 
-def osm_fingerprint(settings: Settings) -> dict[str, str]:
-    out = fingerprint(settings)
-    with connect(settings) as conn:
-        for table in OSM_TABLES:
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {} t"
-                ).format(sql.Identifier(table))
-            ).fetchone()
-            out[table] = row[0] if row else ""
-    return out
-
-
 # ---- the load ------------------------------------------------------------------------------------------
 def test_helsinki_grid_and_osm_through_the_cli(helsinki: Settings) -> None:
     facts = osm_facts()
@@ -287,15 +272,15 @@ def test_helsinki_grid_and_osm_through_the_cli(helsinki: Settings) -> None:
     assert rows(helsinki, "SELECT count(*) > 0 FROM pois WHERE building_code IS NOT NULL") == [(True,)]
 
     # Loading the same extract again changes nothing, and says so.
-    before = osm_fingerprint(helsinki)
+    before = fingerprint(helsinki)
     again = ingest_osm(PBF, settings=helsinki)
     assert (again.buildings_inserted, again.buildings_updated, again.buildings_unchanged) == (0, 0, 446)
     assert (again.roads.edges.inserted, again.roads.edges.updated, again.roads.edges.deleted) == (0, 0, 0)
     assert (again.pois.counts.inserted, again.pois.counts.updated, again.pois.counts.deleted) == (0, 0, 0)
-    assert osm_fingerprint(helsinki) == before
+    assert fingerprint(helsinki) == before
     regrid = build_admin_grid(DISTRICT, "Helsinki", 150, source=PBF, settings=helsinki)
     assert [(r.inserted, r.updated) for r in regrid.reports] == [(0, 0)]
-    assert osm_fingerprint(helsinki) == before
+    assert fingerprint(helsinki) == before
 
 
 def test_features_outside_the_grid_are_skipped_and_counted(helsinki: Settings) -> None:
@@ -323,7 +308,7 @@ def test_features_outside_the_grid_are_skipped_and_counted(helsinki: Settings) -
 
 
 def test_bad_osm_input_changes_nothing(helsinki: Settings, tmp_path: Path) -> None:
-    before = osm_fingerprint(helsinki)
+    before = fingerprint(helsinki)
     with pytest.raises(OsmError, match=r"no grids to place OSM features in; .*cim admin grid --from"):
         ingest_osm(PBF, settings=helsinki)
     fake = tmp_path / "broken.osm.pbf"
@@ -335,7 +320,7 @@ def test_bad_osm_input_changes_nothing(helsinki: Settings, tmp_path: Path) -> No
     res = cli(helsinki, "ingest", "osm", str(fake))
     assert res.returncode == 1 and "cannot be read as OpenStreetMap data" in res.stderr
     assert "Traceback" not in res.stderr
-    assert osm_fingerprint(helsinki) == before
+    assert fingerprint(helsinki) == before
 
 
 # ---- one database, one city -----------------------------------------------------------------------------

@@ -17,17 +17,16 @@ import pyproj
 import pytest
 import shapely
 import trimesh
-from click.testing import CliRunner, Result
-from conftest import new_database
 from psycopg import sql
 
 from cim.db import connect, ensure_database
-from cim.settings import Settings, get_settings
-from cimctl.main import main
+from cim.settings import Settings
 from ingest.errors import IngestError
 from ingest.mesh import ingest_mesh
 from ingest.pointcloud import ingest_pointcloud
 
+from cliharness import run_cli
+from conftest import new_database
 from dbcheck import fingerprint
 
 X0, Y0 = 494_000.0, 2_490_000.0  # the tiny city, EPSG:4547
@@ -45,18 +44,6 @@ def database(settings: Settings, cluster_url: str) -> Iterator[Settings]:
 def s(database: Settings, tmp_path: Path) -> Settings:
     """The module's database with a $CIM_HOME of the test's own."""
     return database.model_copy(update={"home": tmp_path / "home"})
-
-
-def run_cli(s: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    """The real ``cim`` command in this process (no interpreter start-up) against the test's database."""
-    monkeypatch.setenv("CIM_DATABASE_URL", str(s.database_url))
-    monkeypatch.setenv("CIM_HOME", str(s.home))
-    monkeypatch.setenv("CIM_STORAGE_SRID", str(s.storage_srid))
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
 
 
 def state(settings: Settings) -> tuple[dict[str, str], str, list[str]]:

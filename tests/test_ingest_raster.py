@@ -17,17 +17,16 @@ import pyproj
 import pytest
 import rasterio
 import shapely
-from click.testing import CliRunner, Result
-from conftest import new_database
 from rasterio.transform import from_origin
 
 from cim.db import connect, ensure_database
-from cim.settings import Settings, get_settings
-from cimctl.main import main
+from cim.settings import Settings
 from ingest.errors import IngestError
 from ingest.file_catalog import staging_path, swapped_in, sweep_stale
 from ingest.raster import ingest_raster
 
+from cliharness import run_cli
+from conftest import new_database
 from dbcheck import fingerprint
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "raster"
@@ -46,18 +45,6 @@ def world_db(settings: Settings, cluster_url: str) -> Iterator[Settings]:
 def world(world_db: Settings, tmp_path: Path) -> Settings:
     """The module's database with a $CIM_HOME of the test's own (names differ between tests)."""
     return world_db.model_copy(update={"home": tmp_path / "home"})
-
-
-def run_cli(s: Settings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Result:
-    """The real ``cim`` command in this process (no interpreter start-up) against the test's database."""
-    monkeypatch.setenv("CIM_DATABASE_URL", str(s.database_url))
-    monkeypatch.setenv("CIM_HOME", str(s.home))
-    monkeypatch.setenv("CIM_STORAGE_SRID", str(s.storage_srid))
-    get_settings.cache_clear()
-    try:
-        return CliRunner().invoke(main, list(args), catch_exceptions=False)
-    finally:
-        get_settings.cache_clear()
 
 
 def catalogue(settings: Settings, name: str) -> tuple[Any, ...]:
