@@ -11,11 +11,21 @@ from cim.cluster import ClusterError
 from cim.db import DatabaseError, ensure_database
 from cim.migrate import MigrationError
 from cimctl.common import fail, progress_reporter, write_json_atomically
+from cimctl.lazy import LazyGroup
 from ingest.city_layers import LAYERS, TABLE_LAYERS, ingest_files
 from ingest.errors import IngestError
 
+# Kinds with their own command modules, imported when used.
+OTHER_KINDS = {
+    "raster": "cimctl.photogrammetry:raster_command",
+    "pointcloud": "cimctl.photogrammetry:pointcloud_command",
+    "mesh": "cimctl.photogrammetry:mesh_command",
+    "ifc": "cimctl.ifc:ifc_command",
+    "osm": "cimctl.osm:osm_command",
+}
 
-@click.group()
+
+@click.group(cls=LazyGroup, lazy_subcommands=OTHER_KINDS)
 def ingest() -> None:
     """Load city data into PostGIS (every load is one transaction: all or nothing)."""
 

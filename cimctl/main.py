@@ -16,20 +16,20 @@ from cim.db import DatabaseError, connect, ensure_database
 from cim.migrate import MigrationError, schema_version
 from cim.settings import get_settings
 from cim.store.catalog import load_summary
-from cimctl.admin import admin
-from cimctl.changes import changes
 from cimctl.common import fail
-from cimctl.ifc import ifc_command
-from cimctl.ingest_cmd import ingest
-from cimctl.osm import osm_command
-from cimctl.photogrammetry import heights, mesh_command, pointcloud_command, raster_command
-from cimctl.tiles import tiles
-from ingest.city_layers import ingest_files
-from ingest.errors import IngestError
-from sample_data.generate import LAYER_FILES, generate
+from cimctl.lazy import LazyGroup
+
+# ---- command registry: one line per command module (imported when the command runs) ---------------------
+COMMANDS = {
+    "ingest": "cimctl.ingest_cmd:ingest",
+    "changes": "cimctl.changes:changes",
+    "heights": "cimctl.photogrammetry:heights",
+    "admin": "cimctl.admin:admin",
+    "tiles": "cimctl.tiles:tiles",
+}
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands=COMMANDS)
 def main() -> None:
     """CIM digital-twin service: ingest city geodata into PostGIS, build 3D Tiles, serve OGC APIs."""
 
@@ -136,6 +136,7 @@ def sample() -> None:
 @click.option("--seed", type=int, default=20261121, show_default=True)
 def sample_generate(scale: int, out: Path | None, seed: int) -> None:
     """Write the demo district's files (GeoPackage, GeoJSON, CSV)."""
+    from sample_data.generate import generate
 
     out = out or default_sample_dir(scale)
     files = generate(out, scale=scale, seed=seed)
@@ -162,6 +163,9 @@ def demo_load(scale: int) -> None:
 
 
 def load_demo(scale: int) -> None:
+    from ingest.city_layers import ingest_files
+    from ingest.errors import IngestError
+    from sample_data.generate import LAYER_FILES, generate
 
     try:
         ensure_database()
@@ -215,18 +219,6 @@ def serve(host: str, port: int, workers: int) -> None:
     click.echo(f"serving http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run("api.app:app", host=host, port=port, workers=workers, log_level="info")
 
-
-# ---- command registry: one line per command module ----------------------------------------------------
-main.add_command(ingest)
-main.add_command(changes)
-ingest.add_command(raster_command)
-ingest.add_command(pointcloud_command)
-ingest.add_command(mesh_command)
-main.add_command(heights)
-ingest.add_command(osm_command)
-main.add_command(admin)
-ingest.add_command(ifc_command)
-main.add_command(tiles)
 
 if __name__ == "__main__":
     main()
