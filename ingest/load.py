@@ -123,12 +123,15 @@ def load_prepared(
             if options.survey_date:
                 # The history trigger stamps versions with this time instead of now().
                 set_change_time(conn, options.survey_date)
+            digests: dict[Path, str] = {}  # a GeoPackage of several layers is hashed once
             for path, prepared in parts:
                 if progress:
                     progress(f"loading {prepared.layer} from {path.name}")
                 report = _load_one(conn, path, prepared, allow_rejects, options)
                 report.dry_run = dry_run
-                _record_run(conn, path, report, started)
+                if path not in digests:
+                    digests[path] = file_sha256(path)
+                _record_run(conn, path, digests[path], report, started)
                 reports.append(report)
             if dry_run:
                 raise _RollBack
@@ -167,12 +170,12 @@ def _load_one(
     return report
 
 
-def _record_run(conn: psycopg.Connection, path: Path, report: LayerReport, started: datetime) -> None:
+def _record_run(conn: psycopg.Connection, path: Path, sha256: str, report: LayerReport, started: datetime) -> None:
     record_ingest_run(
         conn,
         layer=report.layer,
         source_file=str(path),
-        sha256=file_sha256(path),
+        sha256=sha256,
         started_at=started,
         counts={
             "read": report.read,
