@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.deps import close_pool
+from api.errors import install_error_handlers
 from api.routers import health
 
 
@@ -28,3 +29,4 @@ app = FastAPI(
     lifespan=lifespan,
 )
 app.include_router(health.router)
+install_error_handlers(app)

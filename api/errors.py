@@ -1,0 +1,71 @@
+"""One error contract for every endpoint.
+
+- Bad user input → 400 ``{"code": "InvalidParameterValue", "parameter": NAME, "description": MSG}`` (the OGC API
+  exception shape plus the parameter's name), unknown ids → 404 ``{"code": "NotFound", ...}``.
+- A statement cancelled by the per-request ``statement_timeout`` (psycopg ``QueryCanceled``) → 503 with
+  ``Retry-After``: the server is busy, the request was fine.
+- FastAPI's own validation errors (wrong type in a query parameter) are mapped to the same 400 shape, naming
+  the parameter, so clients see one format. Anything else is a genuine bug and stays a 500.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg.errors
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+RETRY_AFTER_S = 5
+
+
+class ApiError(Exception):
+    """An error whose status and message the client should see as they are."""
+
+    def __init__(self, status: int, code: str, description: str, parameter: str | None = None) -> None:
+        super().__init__(description)
+        self.status = status
+        self.code = code
+        self.description = description
+        self.parameter = parameter
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "description": self.description}
+        if self.parameter is not None:
+            out["parameter"] = self.parameter
+        return out
+
+
+def bad_parameter(name: str, message: str) -> ApiError:
+    """400 for query parameter ``name``; the message says what is wrong and what is accepted."""
+    return ApiError(400, "InvalidParameterValue", f"{name}: {message}", parameter=name)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "NotFound", f"{what} not found")
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
+    name = ".".join(loc) or "request"
+    err = bad_parameter(name, str(first.get("msg", "invalid value")))
+    return JSONResponse(err.body(), status_code=400)
+
+
+async def _query_canceled(_: Request, exc: Exception) -> JSONResponse:
+    body = {"code": "ServiceUnavailable", "description": "query exceeded the statement timeout; retry later"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(psycopg.errors.QueryCanceled, _query_canceled)
