@@ -5,13 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 PG_EXT := /usr/share/postgresql/15/extension
-APT_PACKAGES := postgresql-15 postgresql-15-postgis-3 postgresql-15-pgrouting
+APT_PACKAGES := postgresql-15 postgresql-15-postgis-3 postgresql-15-pgrouting chromium gdal-bin
 
 .PHONY: demo test lint deps system-deps venv clean
 
 demo: deps
 	$(BIN)/cim demo load
-	$(BIN)/cim tiles build --layer buildings
+	$(BIN)/cim tiles build --layer all
 	$(BIN)/cim serve --host 127.0.0.1 --port 8000
 
 test: deps
@@ -34,14 +34,15 @@ npm-deps:
 	elif [ ! -d node_modules ] || [ package.json -nt node_modules ]; then \
 		npm install --no-audit --no-fund --loglevel=error; fi
 
-# PostgreSQL 15 + PostGIS from Debian: installed when running as root, else a message naming the packages.
+# PostgreSQL 15 + PostGIS, Chromium (CesiumJS tests) and GDAL (OGC API client tests) from Debian: installed when
+# running as root, else a message naming the packages.
 system-deps:
-	@if [ -x /usr/lib/postgresql/15/bin/pg_ctl ] && [ -f $(PG_EXT)/postgis.control ]; then exit 0; fi; \
+	@if [ -x /usr/lib/postgresql/15/bin/pg_ctl ] && [ -f $(PG_EXT)/postgis.control ] && [ -x /usr/bin/chromium ] && [ -x /usr/bin/ogrinfo ]; then exit 0; fi; \
 	if [ "$$(id -u)" = "0" ]; then \
 		echo "installing $(APT_PACKAGES) from Debian …"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
 	else \
-		echo "PostGIS for PostgreSQL 15 is missing: run 'sudo apt-get install $(APT_PACKAGES)'" >&2; exit 1; \
+		echo "PostGIS for PostgreSQL 15 or Chromium is missing: run 'sudo apt-get install $(APT_PACKAGES)'" >&2; exit 1; \
 	fi
 
 venv: $(STAMP)

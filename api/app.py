@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.deps import close_pool
 from api.errors import install_error_handlers
-from api.routers import health
+from api.openapi import install_openapi
+from api.routers import answers, changes, features, health, proximity, raster, tiles, tiles3d
+from api.tile_front import TileCachingFastAPI
 
 
 @asynccontextmanager
@@ -22,11 +25,28 @@ async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     close_pool()
 
 
-app = FastAPI(
+app = TileCachingFastAPI(  # FastAPI answering cached tiles before routing (api/tile_front.py)
     title="CIM digital-twin service",
     version="0.1.0",
     description="City Information Modeling: the city's buildings, parcels, networks, devices and events.",
     lifespan=lifespan,
 )
 app.include_router(health.router)
+app.include_router(features.router)
+app.include_router(answers.router)
+app.include_router(proximity.router)
+app.include_router(changes.router)
+app.include_router(tiles.router)
+app.include_router(raster.router)
+app.include_router(tiles3d.router)
 install_error_handlers(app)
+install_openapi(app)
+# CORS for the whole API (read-only, no credentials): any origin may read, and read ETag/Range headers.
+app.add_middleware(
+    CORSMiddleware,
+    allow_origins=["*"],
+    allow_methods=["GET", "HEAD", "OPTIONS"],
+    allow_headers=["*"],
+    expose_headers=["ETag", "Content-Encoding", "Content-Length", "Content-Range", "Accept-Ranges", "Content-Crs"],
+    max_age=86400,
+)

@@ -4,6 +4,7 @@
   exception shape plus the parameter's name), unknown ids → 404 ``{"code": "NotFound", ...}``.
 - A statement cancelled by the per-request ``statement_timeout`` (psycopg ``QueryCanceled``) → 503 with
   ``Retry-After``: the server is busy, the request was fine.
+- No database connection (server down, pool exhausted) → 503 with ``Retry-After``.
 - FastAPI's own validation errors (wrong type in a query parameter) are mapped to the same 400 shape, naming
   the parameter, so clients see one format. Anything else is a genuine bug and stays a 500.
 """
@@ -12,10 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import psycopg.errors
+import psycopg_pool
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+
+from cim.cluster import ClusterError
+from cim.db import DatabaseError
 
 RETRY_AFTER_S = 5
 
@@ -65,7 +71,19 @@ async def _query_canceled(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    body = {"code": "ServiceUnavailable", "description": f"database unavailable: {first}"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(psycopg.errors.QueryCanceled, _query_canceled)
+    # No connection (server down, pool exhausted or closed): the request was fine, the service is not.
+    app.add_exception_handler(psycopg.OperationalError, _database_unavailable)
+    app.add_exception_handler(psycopg_pool.PoolTimeout, _database_unavailable)
+    app.add_exception_handler(psycopg_pool.PoolClosed, _database_unavailable)
+    app.add_exception_handler(ClusterError, _database_unavailable)
+    app.add_exception_handler(DatabaseError, _database_unavailable)

@@ -184,6 +184,21 @@ def _datum_family(crs: pyproj.CRS) -> str | None:
 
 @lru_cache(maxsize=64)
 def _transformer(src: str, dst: str, three_d: bool) -> pyproj.Transformer:
+    """The chosen operation, rebuilt from its PROJ pipeline text.
+
+    pyproj makes transformers thread-safe by re-creating them in each new thread; for one made with
+    ``from_crs`` that repeats the whole operation search (about a second for CRS84, far more under load), so
+    every fresh request thread would stall. One made from the pipeline text re-creates in well under a
+    millisecond and computes the same numbers.
+    """
+    chosen = _search_transformer(src, dst, three_d)
+    definition = chosen.definition
+    if definition.startswith("proj=") and "unavailable" not in definition:
+        return pyproj.Transformer.from_pipeline(definition)
+    return chosen  # several candidate operations chosen per point: keep PROJ's own choice
+
+
+def _search_transformer(src: str, dst: str, three_d: bool) -> pyproj.Transformer:
     src_crs, dst_crs = _crs_from_id(src), _crs_from_id(dst)
     if three_d:
         src_crs, dst_crs = src_crs.to_3d(), dst_crs.to_3d()
@@ -223,7 +238,10 @@ def _shaped(values: npt.ArrayLike, shape: tuple[int, ...]) -> FloatArray:
 
 def _run2(t: pyproj.Transformer, a: npt.ArrayLike, b: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     (fa, fb), shape = _arrays(a, b)
-    oa, ob = t.transform(fa, fb)
+    if fa.size == 1:  # pyproj's point path; a 1-element array there is a numpy DeprecationWarning
+        oa, ob = t.transform(float(fa[0]), float(fb[0]))
+    else:
+        oa, ob = t.transform(fa, fb)
     return _shaped(oa, shape), _shaped(ob, shape)
 
 
@@ -231,7 +249,10 @@ def _run3(
     t: pyproj.Transformer, a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     (fa, fb, fc), shape = _arrays(a, b, c)
-    oa, ob, oc = t.transform(fa, fb, fc)
+    if fa.size == 1:
+        oa, ob, oc = t.transform(float(fa[0]), float(fb[0]), float(fc[0]))
+    else:
+        oa, ob, oc = t.transform(fa, fb, fc)
     return _shaped(oa, shape), _shaped(ob, shape), _shaped(oc, shape)
 
 

@@ -41,14 +41,35 @@ class PolygonIndex:
 
 def representative_points(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
     """An interior point per geometry (None stays None), 2D."""
-    return shapely.force_2d(shapely.point_on_surface(geoms))
+    points = shapely.point_on_surface(geoms)
+    return shapely.force_2d(points) if shapely.has_z(points).any() else points
+
+
+class Locator:
+    """The grids (and parcels) of the database read once, then queried for any number of chunks."""
+
+    def __init__(self, conn: psycopg.Connection, parcels: bool = True) -> None:
+        self.grids = PolygonIndex(*grid_polygons(conn))
+        self.parcels = PolygonIndex(*parcel_polygons(conn)) if parcels else None
+
+    def codes(self, geoms: npt.NDArray[np.object_]) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_]]:
+        """(grid code, parcel code) per geometry, None where it lies in none (parcels None if not asked)."""
+        points = representative_points(geoms)
+        grids = self.grids.codes_at(points)
+        parcel_codes = self.parcels.codes_at(points) if self.parcels is not None else np.full(len(geoms), None)
+        return grids, parcel_codes
 
 
 def locate(
     conn: psycopg.Connection, geoms: npt.NDArray[np.object_], parcels: bool = True
 ) -> tuple[npt.NDArray[np.object_], npt.NDArray[np.object_]]:
     """(grid code, parcel code) per geometry, None where it lies in none, read in ``conn``'s transaction."""
-    points = representative_points(geoms)
-    grids = PolygonIndex(*grid_polygons(conn)).codes_at(points)
-    parcel_codes = PolygonIndex(*parcel_polygons(conn)).codes_at(points) if parcels else np.full(len(geoms), None)
-    return grids, parcel_codes
+    return Locator(conn, parcels).codes(geoms)
+
+
+def unit_codes(grid_codes: npt.NDArray[np.object_]) -> dict[str, npt.NDArray[np.object_]]:
+    """District, street and community codes of each grid code (its first 6, 9 and 12 digits; None stays)."""
+    return {
+        name: np.array([None if code is None else code[:length] for code in grid_codes], dtype=object)
+        for name, length in (("district_code", 6), ("street_code", 9), ("community_code", 12))
+    }

@@ -47,6 +47,16 @@ class Settings(BaseSettings):
     pg_fast: bool = False
     """Throwaway clusters (tests) trade durability for speed: fsync and synchronous_commit off."""
     statement_timeout_ms: int = 30000
+    tile_cache_mb: int = 128
+    """In-memory LRU of rendered tiles (MVT, raster) and gzipped static tiles, per server process."""
+    tile_version_ttl_s: float = 1.0
+    """Tile caches re-read the per-table change counters at most this often: a commit shows in tiles within it."""
+    tile_max_age_s: int = 60
+    """``Cache-Control: max-age`` of vector and raster tiles and their TileJSON (clients revalidate by ETag after)."""
+    tileset_json_max_age_s: int = 10
+    """``max-age`` of a 3D tileset's root ``tileset.json``: short, it names the new tilesetVersion after a rebuild."""
+    tileset_content_max_age_s: int = 600
+    """``max-age`` of 3D Tiles content requested without the current ``?v=<tilesetVersion>`` (with it: 1 year)."""
 
     @field_validator("home")
     @classmethod

@@ -57,18 +57,28 @@ def ifc_command(
     element with a body (mesh, class, storey, property sets, quantities), in one transaction. Placement:
     IfcMapConversion, else IfcSite latitude/longitude, else --anchor."""
     # Imported here: IfcOpenShell takes ~0.4 s to load, which no other `cim` command should pay.
-    from ingest.ifc import ingest_ifc
-    from ingest.ifc_georef import parse_anchor
+    from ingest.ifc_source import open_ifc
 
     try:
         if rotation is not None and anchor is None:
             raise IngestError("--rotation needs --anchor (a file's own georeference carries its rotation)")
-        placed = parse_anchor(anchor, rotation) if anchor is not None else None
-        ensure_database()
         with progress_reporter() as progress:
-            report = ingest_ifc(
-                path, building_code=building_code, anchor=placed, crs=crs, dry_run=dry_run, progress=progress
-            )
+            progress(f"reading {path.name}")
+            source = open_ifc(path)
+            # Triangulating starts now, in worker processes: the imports of the rest of the ingest (PROJ,
+            # the database layer) and the database check below run meanwhile.
+            source.start_triangulation()
+            try:
+                from ingest.ifc import ingest_ifc
+                from ingest.ifc_georef import parse_anchor
+
+                placed = parse_anchor(anchor, rotation) if anchor is not None else None
+                ensure_database()
+                report = ingest_ifc(
+                    source, building_code=building_code, anchor=placed, crs=crs, dry_run=dry_run, progress=progress
+                )
+            finally:
+                source.stop_triangulation()  # no worker outlives the command
     except (IngestError, ClusterError, DatabaseError, MigrationError) as exc:
         if report_file:
             write_json_atomically(report_file, {"ok": False, "error": str(exc)})

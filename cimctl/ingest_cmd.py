@@ -12,8 +12,8 @@ from cim.db import DatabaseError, ensure_database
 from cim.migrate import MigrationError
 from cimctl.common import fail, progress_reporter, write_json_atomically
 from cimctl.lazy import LazyGroup
-from ingest.city_layers import LAYERS, TABLE_LAYERS, ingest_files
 from ingest.errors import IngestError
+from ingest.kinds import LAYERS, TABLE_LAYERS
 
 # Kinds with their own command modules, imported when used.
 OTHER_KINDS = {
@@ -78,6 +78,9 @@ def _layer_command(layer: str) -> click.Command:
         survey_date: str | None,
         survey_extent: Path | None,
     ) -> None:
+        # Imported here: the readers (GDAL, pandas, geopandas) are not for `cim ingest ifc|raster|…`.
+        from ingest.city_layers import ingest_files
+
         try:
             ensure_database()
             with progress_reporter() as progress:

@@ -10,7 +10,7 @@ from cim.cluster import ClusterError
 from cim.db import DatabaseError, ensure_database
 from cim.migrate import MigrationError
 from cimctl.common import fail
-from tilesets.build import LAYERS, BuildOptions, TilesBuildError
+from tilesets.build import LAYERS, BuildOptions, NothingToTileError, TilesBuildError
 from tilesets.tileset import TilesetBusyError
 
 
@@ -39,7 +39,8 @@ def tiles() -> None:
     "--max-tile-bytes", type=click.IntRange(1), default=1_000_000, show_default=True, help="Raw bytes per tile."
 )
 def tiles_build(layer: str, out: Path | None, incremental: bool, max_features: int, max_tile_bytes: int) -> None:
-    """Build (or update) tilesets from the database and register them in the tileset catalogue."""
+    """Build (or update) tilesets from the database and register them in the tileset catalogue. With
+    ``--layer all`` (the default) layers without data are skipped; a layer named explicitly must have data."""
     try:
         ensure_database()
     except (ClusterError, DatabaseError, MigrationError) as exc:
@@ -50,6 +51,11 @@ def tiles_build(layer: str, out: Path | None, incremental: bool, max_features: i
         folder = out / name if out is not None else None
         try:
             report = LAYERS[name](out=folder, incremental=incremental, options=options, progress=click.echo)
+        except NothingToTileError as exc:
+            if layer != "all":
+                fail(f"{name}: {exc}")
+            click.echo(f"{name}: skipped, {exc}")
+            continue
         except (TilesBuildError, TilesetBusyError) as exc:
             fail(f"{name}: {exc}")
         click.echo(report.summary())

@@ -7,6 +7,7 @@ Pipes come as nodes and pipes: a GeoPackage with layers ``pipe_nodes`` and ``pip
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -19,14 +20,13 @@ from cim import codes
 from cim.settings import Settings, get_settings
 from cim.store.merge import MergeOptions
 from ingest.errors import IngestError
+from ingest.kinds import LAYERS, TABLE_LAYERS
 from ingest.layers import PREPARERS
-from ingest.load import LayerReport, Progress, load_prepared
-from ingest.prepare import Checker, Prepared
-from ingest.vector import list_layers, parse_crs, read_csv, read_vector
+from ingest.load import LayerReport, load_prepared
+from ingest.prepare import Checker, GeometryTypes, Prepared, PreparedStream
+from ingest.progress import Progress, counter, step
+from ingest.vector import CHUNK_ROWS, list_layers, parse_crs, read_csv, read_vector, read_vector_chunks
 
-VECTOR_LAYERS = ("admin", "parcels", "buildings", "pipes", "devices", "events")
-TABLE_LAYERS = ("houses", "observations")
-LAYERS = VECTOR_LAYERS + TABLE_LAYERS
 CSV_REQUIRED = {
     "houses": ["house_code", "storey", "area_m2"],
     "observations": ["device_code", "observed_at", "property", "value"],
@@ -37,16 +37,69 @@ def prepare_file(
     kind: str, path: Path, crs: str | None, layer: str | None, settings: Settings, encoding: str | None = None
 ) -> list[Prepared]:
     """Read and check one file of layer ``kind``; returns the stage frames in load order."""
+    return [stream.whole() for stream in prepare_streams(kind, path, crs, layer, settings, encoding)]
+
+
+def prepare_streams(
+    kind: str,
+    path: Path,
+    crs: str | None,
+    layer: str | None,
+    settings: Settings,
+    encoding: str | None = None,
+    progress: Progress | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> list[PreparedStream]:
+    """One file of layer ``kind`` as streams of checked chunks, in load order. What the whole file shows
+    (a wrong CRS, missing columns, …) raises IngestError here or from the first chunk; ``progress`` counts
+    the features read and checked."""
     srid = settings.storage_srid
     if kind in TABLE_LAYERS:
         frame = read_csv(path, CSV_REQUIRED[kind], encoding)
         # Row numbers are file lines: the header is line 1.
-        return [PREPARERS[kind](Checker(frame, str(path), first_row=2, unit="line"), srid, path.name)]
+        chunks = _slices(frame, chunk_rows)
+        return [_stream(kind, str(path), path.name, srid, len(frame), chunks, progress, first_row=2, unit="line")]
     if kind == "pipes":
-        return _prepare_pipes(path, crs, layer, settings, encoding)
-    frame = read_vector(path, layer, crs, srid, encoding)
+        return [PreparedStream.of(p) for p in _prepare_pipes(path, crs, layer, settings, encoding)]
+    vector = read_vector_chunks(path, layer, crs, srid, encoding, chunk_rows)
     where = f"{path}" + (f" layer {layer}" if layer else "")
-    return [PREPARERS[kind](Checker(frame, where), srid, path.name)]
+    return [_stream(kind, where, path.name, srid, vector.total, vector.frames, progress)]
+
+
+def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
+    for start in range(0, max(len(frame), 1), rows):
+        yield frame.iloc[start : start + rows]
+
+
+def _stream(
+    kind: str,
+    where: str,
+    source_file: str,
+    srid: int,
+    total: int,
+    frames: Iterator[pd.DataFrame],
+    progress: Progress | None,
+    first_row: int = 1,
+    unit: str = "feature",
+) -> PreparedStream:
+    """Chunks of ``frames`` through ``PREPARERS[kind]``, with row numbers running on across chunks."""
+    types = GeometryTypes(deferred=True)
+    units = "lines" if unit == "line" else "features"
+
+    def chunks() -> Iterator[Prepared]:
+        read = counter(progress, f"reading {source_file}", total, units)
+        checked = counter(progress, f"checking {source_file}", total, units)
+        row = first_row
+        for frame in frames:
+            read.advance(len(frame))
+            prepared = PREPARERS[kind](Checker(frame, where, row, unit, types), srid, source_file)
+            checked.advance(len(frame))
+            row += len(frame)
+            yield prepared
+        read.done()
+        checked.done()
+
+    return PreparedStream(kind, total, chunks(), unit, types.verify)
 
 
 def _prepare_pipes(
@@ -136,17 +189,20 @@ def ingest_files(
         )
     except ValueError as exc:
         raise IngestError(str(exc)) from exc
-    parts: list[tuple[Path, Prepared]] = []
     with codes.city_scope(settings.city_code):  # codes are checked against the settings' city
+        parts: list[tuple[Path, PreparedStream]] = []
         for path in paths:
-            if progress:
-                progress(f"reading and checking {path.name}")
-            parts += [(path, p) for p in prepare_file(kind, path, crs, layer, settings, encoding)]
-    # Nodes before pipes whatever the order of files and layers.
-    parts.sort(key=lambda item: item[1].layer == "pipes")
-    return load_prepared(
-        parts, allow_rejects=allow_rejects, settings=settings, options=options, dry_run=dry_run, progress=progress
-    )
+            step(progress, f"opening {path.name}")
+            parts += [(path, p) for p in prepare_streams(kind, path, crs, layer, settings, encoding, progress)]
+        if len(parts) > 1:
+            # Several files or layers: all are read and checked before the load starts, so that a bad one
+            # fails before any database work. Nodes before pipes whatever the order of files and layers.
+            parts = [(path, PreparedStream.of(stream.whole())) for path, stream in parts]
+            parts.sort(key=lambda item: item[1].layer == "pipes")
+        # One file is read, checked and loaded chunk by chunk in one pass (the load step overlaps them).
+        return load_prepared(
+            parts, allow_rejects=allow_rejects, settings=settings, options=options, dry_run=dry_run, progress=progress
+        )
 
 
 def _survey_date(text: str) -> str:

@@ -210,6 +210,15 @@ def sweep_stale(folder: Path) -> None:
             _remove(entry)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def stage_folder(final: Path, files: list[tuple[Path, str]]) -> tuple[Path, dict[str, str]]:
     """Copy ``files`` (source, path relative to the folder) into a new hidden folder beside ``final``;
     returns it and the SHA-256 of each copied file (hashed while copying, one read per file). On any error

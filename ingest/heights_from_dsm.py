@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from cim.settings import Settings, get_settings
 from cim.store.rasters import RasterRecord, buildings_within, get_raster, set_building_heights
 from ingest.errors import IngestError
 from ingest.file_catalog import transformer_between
+from ingest.progress import Progress, counter
 from ingest.raster import raster_crs
 
 DEFAULT_STATISTIC = "p90"
@@ -196,7 +196,7 @@ def _to_raster_crs(geoms: npt.NDArray[Any], storage_srid: int, crs: pyproj.CRS, 
 
 
 def _pixel_samples(
-    dsm: Any, dtm: Any, geoms: npt.NDArray[Any], step: Callable[[str], None]
+    dsm: Any, dtm: Any, geoms: npt.NDArray[Any], progress: Progress | None
 ) -> tuple[IntArray, FloatArray, IntArray]:
     """Building index and DSM − DTM of every valid pixel inside a footprint, and footprint pixel counts."""
     n = len(geoms)
@@ -217,13 +217,14 @@ def _pixel_samples(
     col0, row0 = int(area.col_off), int(area.row_off)
     cols, rows = int(area.width), int(area.height)
     chunks = [(r, c) for r in range(row0, row0 + rows, CHUNK) for c in range(col0, col0 + cols, CHUNK)]
-    for k, (r, c) in enumerate(chunks):
+    measured = counter(progress, "measuring heights on the DSM", len(chunks), "windows")
+    for r, c in chunks:
+        measured.advance()
         window = Window(c, r, min(CHUNK, col0 + cols - c), min(CHUNK, row0 + rows - r))
         transform = dsm.window_transform(window)
         hit = tree.query(box(*rasterio.windows.bounds(window, dsm.transform)))
         if hit.size == 0:
             continue
-        step(f"measuring chunk {k + 1}/{len(chunks)}")
         labels = rasterize(
             zip(geoms[np.sort(hit)], np.sort(hit) + 1, strict=True),
             out_shape=(int(window.height), int(window.width)),
@@ -239,6 +240,7 @@ def _pixel_samples(
         valid = inside & np.isfinite(normalised)
         ids_parts.append(labels[valid].astype(np.int64) - 1)
         value_parts.append(normalised[valid].astype(np.float64))
+    measured.done()
     if not ids_parts:
         return np.zeros(0, np.int64), np.zeros(0), footprint_px
     return np.concatenate(ids_parts), np.concatenate(value_parts), footprint_px
@@ -252,7 +254,7 @@ def heights_from_dsm(
     min_pixels: int = MIN_PIXELS,
     dry_run: bool = False,
     settings: Settings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> HeightsReport:
     """Measure building heights on the catalogued rasters ``dsm_name`` and ``dtm_name`` and write them (one
     transaction); see the module docstring for the rules. Raises HeightsError with a one-line message."""
@@ -304,7 +306,7 @@ def heights_from_dsm(
                     dsm_crs,
                     f"--dsm {dsm_name}",
                 )
-                ids, values, footprint_px = _pixel_samples(dsm, dtm, geoms, step)
+                ids, values, footprint_px = _pixel_samples(dsm, dtm, geoms, progress)
             finally:
                 if dtm is not dtm_file:
                     dtm.close()

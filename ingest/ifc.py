@@ -1,9 +1,10 @@
 """``cim ingest ifc PATH``: an IFC model (IFC2X3, IFC4, IFC4X3) becomes a building with its BIM elements.
 
 Flow: open the file and read what is cheap (schema, units, products, georeference) so a file that cannot be
-placed fails at once; triangulate the elements (``ingest.ifc_geometry``); place every vertex in the storage
-CRS with one vectorised call (``ingest.ifc_georef``); derive the building (footprint, ground, height,
-storeys); then ONE transaction: the building goes through the ordinary buildings stage and
+placed fails at once; triangulate the elements (``ingest.ifc_geometry``) in worker processes while the
+elements' properties are read here (``ingest.ifc_source``); place every vertex in the storage CRS with
+one vectorised call (``ingest.ifc_georef``); derive the building (footprint, ground, height, storeys); then
+ONE transaction: the building goes through the ordinary buildings stage and
 ``merge_buildings`` (grid and parcel links, code assignment, history), then the model, its storeys and its
 elements (``cim.store.bim``) and an ``ingest_runs`` row.
 
@@ -51,7 +52,6 @@ import ifcopenshell.util.element
 import ifcopenshell.util.placement
 import ifcopenshell.util.unit
 import numpy as np
-import pandas as pd
 import psycopg
 import shapely
 
@@ -64,84 +64,13 @@ from cim.store.catalog import record_ingest_run
 from cim.store.merge import MergeOptions, merge_buildings
 from cim.store.staging import copy_into_stage, create_stage
 from ingest.errors import IngestError
-from ingest.ifc_geometry import Mesh, footprint, is_physical, tin_wkb, triangle_records, triangulate
+from ingest.ifc_geometry import Mesh, footprint, is_physical, tin_wkb, triangle_records
 from ingest.ifc_georef import Anchor, GeoreferenceError, Placement, resolve_placement
-from ingest.load import file_sha256
+from ingest.ifc_source import IfcError, IfcSource, open_ifc
+from ingest.progress import Progress, counter
 
-SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
 GUID_RE = re.compile(r"^[0-9A-Za-z_$]{22}$")
 GROUND_TOLERANCE_M = 0.5
-
-
-class IfcError(IngestError):
-    """An IFC file was refused; the one-line message names the file (and element) and the problem."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Reading
-
-
-class IfcSource:
-    """An opened IFC file: the parsed model and its elements; triangulated on first use of `meshes`
-    (expensive, so a file that cannot be placed fails before it, and tests can reuse one source)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.name = path.name
-        if not path.is_file():
-            raise IfcError(f"{path}: no such file")
-        _check_complete(path)
-        try:
-            self.model: ifcopenshell.file = ifcopenshell.open(str(path))
-        except Exception as exc:  # IfcOpenShell raises several types for unreadable input
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise IfcError(f"{self.name}: cannot be read as IFC ({reason})") from None
-        self.schema = str(self.model.schema)
-        if self.schema not in SCHEMAS:
-            raise IfcError(f"{self.name}: IFC schema {self.schema} is not supported (use {', '.join(SCHEMAS)})")
-        self.sha256 = file_sha256(path)
-        self.unit_m = float(ifcopenshell.util.unit.calculate_unit_scale(self.model))
-        products = [p for p in self.model.by_type("IfcProduct") if isinstance(p, ifcopenshell.entity_instance)]
-        self.elements: list[ifcopenshell.entity_instance] = sorted(
-            (p for p in products if _has_body(p) and not p.is_a("IfcFeatureElementSubtraction")),
-            key=lambda p: str(p.GlobalId),
-        )
-        self._meshes: dict[int, Mesh] | None = None
-
-    def meshes(self) -> dict[int, Mesh]:
-        """Element meshes in model world metres by STEP id (computed once)."""
-        if self._meshes is None:
-            try:
-                self._meshes = triangulate(self.model, self.elements)
-            except Exception as exc:  # the geometry kernel's own failures
-                raise IfcError(f"{self.name}: IfcOpenShell failed to triangulate the model ({exc})") from None
-        return self._meshes
-
-
-def _check_complete(path: Path) -> None:
-    """Refuse an empty or cut-off STEP file: IfcOpenShell reads what is there, so a truncated transfer would
-    otherwise load as a smaller building."""
-    size = path.stat().st_size
-    if size == 0:
-        raise IfcError(f"{path.name}: the file is empty")
-    with path.open("rb") as fh:
-        head = fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-        fh.seek(max(0, size - 1024))
-        tail = fh.read().rstrip()
-    if head.startswith(b"ISO-10303-21") and not tail.endswith(b"END-ISO-10303-21;"):
-        raise IfcError(f"{path.name}: the file is cut off: it does not end with END-ISO-10303-21;")
-
-
-def open_ifc(path: Path) -> IfcSource:
-    """Open an IFC file; raises IfcError when it cannot be read or has an unsupported schema."""
-    return IfcSource(path)
-
-
-def _has_body(product: ifcopenshell.entity_instance) -> bool:
-    shape = product.Representation
-    if shape is None:
-        return False
-    return any(r.RepresentationIdentifier == "Body" for r in shape.Representations or ())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -292,8 +221,39 @@ def _building_name(model: ifcopenshell.file) -> str | None:
     return buildings[0].LongName or buildings[0].Name or None
 
 
-def _prepare(source: IfcSource, placement: Placement, srid: int) -> _Prepared:
-    meshes = source.meshes()
+@dataclass(frozen=True)
+class _Properties:
+    """What an element says of itself (read while the triangulation runs): storey, property and quantity
+    sets as JSON."""
+
+    storey_guid: str | None
+    psets_json: str
+    qtos_json: str
+
+
+def _element_properties(source: IfcSource, on_element: Callable[[], None]) -> dict[int, _Properties]:
+    out: dict[int, _Properties] = {}
+    for element in source.elements:
+        storey = _storey_of(element)
+        psets = ifcopenshell.util.element.get_psets(element, psets_only=True)
+        qtos = ifcopenshell.util.element.get_psets(element, qtos_only=True)
+        out[element.id()] = _Properties(
+            str(storey.GlobalId) if storey is not None else None,
+            json.dumps(_json_safe(psets), ensure_ascii=False, sort_keys=True),
+            json.dumps(_json_safe(qtos), ensure_ascii=False, sort_keys=True),
+        )
+        on_element()
+    return out
+
+
+def _prepare(
+    source: IfcSource,
+    placement: Placement,
+    srid: int,
+    meshes: dict[int, Mesh],
+    properties: dict[int, _Properties],
+    storeys: list[_Storey],
+) -> _Prepared:
     meshed = [e for e in source.elements if e.id() in meshes]
     if not meshed:
         raise IfcError(
@@ -326,7 +286,6 @@ def _prepare(source: IfcSource, placement: Placement, srid: int) -> _Prepared:
     if not 0 < height < 1000:
         raise IfcError(f"{source.name}: building height {height:.3f} m (top − bottom) is not in 0..1000 m")
 
-    storeys = _storeys(source, placement)
     storey_by_id = {s.guid: s for s in storeys}
     wkb_by_id: dict[int, bytes] = {}
     start = 0
@@ -335,10 +294,8 @@ def _prepare(source: IfcSource, placement: Placement, srid: int) -> _Prepared:
         start = end
     rows = []
     for element in source.elements:
-        storey = _storey_of(element)
-        info = storey_by_id.get(str(storey.GlobalId)) if storey is not None else None
-        psets = ifcopenshell.util.element.get_psets(element, psets_only=True)
-        qtos = ifcopenshell.util.element.get_psets(element, qtos_only=True)
+        props = properties[element.id()]
+        info = storey_by_id.get(props.storey_guid) if props.storey_guid is not None else None
         rows.append(
             (
                 str(element.GlobalId),
@@ -346,8 +303,8 @@ def _prepare(source: IfcSource, placement: Placement, srid: int) -> _Prepared:
                 element.Name,
                 info.name if info else None,
                 round(info.elevation_m, 3) if info else None,
-                json.dumps(_json_safe(psets), ensure_ascii=False, sort_keys=True),
-                json.dumps(_json_safe(qtos), ensure_ascii=False, sort_keys=True),
+                props.psets_json,
+                props.qtos_json,
                 wkb_by_id.get(element.id()),
             )
         )
@@ -367,25 +324,23 @@ def _prepare(source: IfcSource, placement: Placement, srid: int) -> _Prepared:
 
 def _building_frame(
     prepared: _Prepared, code: str | None, use: str, name: str | None, source_file: str, storeys: int
-) -> pd.DataFrame:
-    """The one-row stage frame of ``cim.store.staging.STAGE_COLUMNS['buildings']``."""
-    return pd.DataFrame(
-        {
-            "row_no": [1],
-            "building_code": [code],
-            "name": [name],
-            "use": [use],
-            "height_m": [round(prepared.height_m, 3)],
-            "height_source": ["bim"],
-            "storeys": [storeys],
-            "ground_elevation_m": [round(prepared.ground_m, 3)],
-            "footprint": [prepared.footprint_ewkb.hex()],
-            "attributes": [json.dumps({"bim_model": prepared.model_guid})],
-            "source_file": [source_file],
-            "source_id": [prepared.model_guid],
-            "valid_from": [None],
-        }
-    )
+) -> dict[str, list[Any]]:
+    """The one-row stage frame of ``cim.store.staging.STAGE_COLUMNS['buildings']`` (as lists: no pandas)."""
+    return {
+        "row_no": [1],
+        "building_code": [code],
+        "name": [name],
+        "use": [use],
+        "height_m": [round(prepared.height_m, 3)],
+        "height_source": ["bim"],
+        "storeys": [storeys],
+        "ground_elevation_m": [round(prepared.ground_m, 3)],
+        "footprint": [prepared.footprint_ewkb],
+        "attributes": [json.dumps({"bim_model": prepared.model_guid})],
+        "source_file": [source_file],
+        "source_id": [prepared.model_guid],
+        "valid_from": [None],
+    }
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -403,7 +358,7 @@ def ingest_ifc(
     crs: str | None = None,
     settings: Settings | None = None,
     dry_run: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> IfcReport:
     """Ingest one IFC model as a building with its elements, in ONE transaction (see the module docstring).
 
@@ -429,10 +384,23 @@ def ingest_ifc(
     except IngestError as exc:
         raise IfcError(f"{source.name}: {exc}") from None
     _check_guids(source)
-    step(f"triangulating {len(source.elements)} elements")
-    source.meshes()
+    # The triangulation runs in worker processes while the properties are read here.
+    source.start_triangulation()
+    try:
+        reading = counter(progress, f"reading properties of {source.name}", len(source.elements), "elements")
+        properties = _element_properties(source, reading.advance)
+        reading.done()
+        storeys = _storeys(source, placement)
+        if source.triangulated:
+            meshes = source.meshes()
+        else:
+            triangulating = counter(progress, f"triangulating {source.name}", len(source.elements), "elements")
+            meshes = source.meshes(triangulating.advance)
+            triangulating.done()
+    finally:
+        source.stop_triangulation()
     step("placing and deriving the building")
-    prepared = _prepare(source, placement, srid)
+    prepared = _prepare(source, placement, srid, meshes, properties, storeys)
     step("loading")
     try:
         with transaction(settings) as conn:

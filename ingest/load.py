@@ -3,27 +3,41 @@
 Order inside the transaction: COPY into a temporary stage table, database-side checks and unit assignment
 (``cim.store.merge``), upsert, a row in ``ingest_runs``. Any reject (unless ``allow_rejects``), constraint
 violation or error rolls everything back: a failed load changes nothing.
+
+A layer arrives as a stream of checked chunks (``PreparedStream``). Each chunk is handed to one background
+thread that places it in its grid and parcel (``cim.locate``) and COPYs it while the next chunk is read and
+checked: shapely and psycopg (waiting for the server) do not hold the GIL, so Python's work and the
+server's overlap on two cores. A first load of many buildings goes further (``BuildingsFirstLoad``): the
+server merges and inserts each chunk as it comes. Rejects of the checks in Python are still all gathered
+(every chunk is checked) before the load is refused.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import pandas as pd
 import psycopg
 
 from cim.db import transaction
-from cim.locate import locate
+from cim.locate import Locator, unit_codes
 from cim.settings import Settings, get_settings
 from cim.store.catalog import record_ingest_run
 from cim.store.history import set_change_time
-from cim.store.merge import MERGERS, MergeOptions
-from cim.store.staging import copy_into_stage, create_stage
+from cim.store.merge import MERGERS, BuildingsFirstLoad, MergeOptions, MergeResult
+from cim.store.staging import analyze_stage, copy_into_stage, create_stage, tune_load_transaction
 from ingest.errors import IngestError, RejectedFeatures
-from ingest.prepare import Prepared
+from ingest.file_catalog import file_sha256
+from ingest.prepare import Prepared, PreparedStream
+from ingest.progress import Counter, Progress, counter, step
 
 
 @dataclass
@@ -82,14 +96,6 @@ class LayerReport:
         }
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # Layers whose rows are placed in a grid (and, for some, a parcel) by where they lie.
 LOCATED_LAYERS = ("parcels", "buildings", "pipe_nodes", "pipes", "devices", "events")
 PARCEL_LINKED_LAYERS = ("buildings", "devices", "events")
@@ -99,11 +105,8 @@ class _RollBack(Exception):
     """Raised inside the transaction of a dry run so that nothing it did is kept."""
 
 
-Progress = Callable[[str], None]
-
-
 def load_prepared(
-    parts: list[tuple[Path, Prepared]],
+    parts: Sequence[tuple[Path, Prepared | PreparedStream]],
     allow_rejects: bool = False,
     settings: Settings | None = None,
     options: MergeOptions | None = None,
@@ -113,21 +116,21 @@ def load_prepared(
     """Load prepared layers (in the given order) in one transaction; see the module docstring.
 
     ``dry_run`` runs every check, including the database's, then rolls back: the reports say what a real
-    load would do. ``progress`` is told each step as it starts."""
+    load would do. ``progress`` is told each step as it starts and counts the rows loaded."""
     settings = settings or get_settings()
     options = options or MergeOptions()
     started = datetime.now(UTC)
     reports: list[LayerReport] = []
     try:
         with transaction(settings) as conn:
+            tune_load_transaction(conn)
             if options.survey_date:
                 # The history trigger stamps versions with this time instead of now().
                 set_change_time(conn, options.survey_date)
             digests: dict[Path, str] = {}  # a GeoPackage of several layers is hashed once
-            for path, prepared in parts:
-                if progress:
-                    progress(f"loading {prepared.layer} from {path.name}")
-                report = _load_one(conn, path, prepared, allow_rejects, options)
+            for path, part in parts:
+                stream = part if isinstance(part, PreparedStream) else PreparedStream.of(part)
+                report = _load_one(conn, path, stream, allow_rejects, options, progress)
                 report.dry_run = dry_run
                 if path not in digests:
                     digests[path] = file_sha256(path)
@@ -145,29 +148,92 @@ def load_prepared(
 
 
 def _load_one(
-    conn: psycopg.Connection, path: Path, prepared: Prepared, allow_rejects: bool, options: MergeOptions
+    conn: psycopg.Connection,
+    path: Path,
+    stream: PreparedStream,
+    allow_rejects: bool,
+    options: MergeOptions,
+    progress: Progress | None,
 ) -> LayerReport:
-    layer = prepared.layer
-    report = LayerReport(layer, path.name, read=prepared.read, repaired=prepared.repaired, unit=prepared.unit)
-    rejects = dict(prepared.rejects)
-    if rejects and not allow_rejects:
-        raise RejectedFeatures(path.name, layer, list(rejects.items()), prepared.unit)
-    frame = prepared.frame
-    if layer in LOCATED_LAYERS and prepared.geometry is not None:
-        grid_codes, parcel_codes = locate(conn, prepared.geometry, parcels=layer in PARCEL_LINKED_LAYERS)
-        frame = frame.assign(grid_code=grid_codes, parcel_code=parcel_codes)
+    layer = stream.layer
+    report = LayerReport(layer, path.name, unit=stream.unit)
+    rejects: dict[int, str] = {}
+    locator = Locator(conn, parcels=layer in PARCEL_LINKED_LAYERS) if layer in LOCATED_LAYERS else None
     create_stage(conn, layer)
-    copy_into_stage(conn, layer, frame)
-    result = MERGERS[layer](conn, options)
+    first = BuildingsFirstLoad.start(conn, stream.total, options) if layer == "buildings" else None
+    units = "lines" if stream.unit == "line" else "features"
+    loading: Counter | None = None  # made with the first chunk: its bar shows below reading and checking
+
+    def stage(frame: pd.DataFrame, geometry: Any, loading: Counter) -> None:  # in the worker thread
+        if locator is not None and geometry is not None:  # shapely releases the GIL: overlaps the checks
+            grid_codes, parcel_codes = locator.codes(geometry)
+            frame = frame.assign(grid_code=grid_codes, parcel_code=parcel_codes, **unit_codes(grid_codes))
+        if first is not None:
+            copy_into_stage(conn, layer, first.drop_duplicates(frame), analyze=False, stage=first.CHUNK)
+            first.chunk()
+        else:
+            copy_into_stage(conn, layer, frame, analyze=False)
+        loading.advance(len(frame))
+
+    with _DatabaseWorker() as worker:
+        for prepared in stream.chunks:
+            report.read += prepared.read
+            report.repaired += prepared.repaired
+            rejects.update(prepared.rejects)
+            if rejects and not allow_rejects:
+                continue  # nothing will be loaded; every chunk is still checked, to list every reject
+            loading = loading or counter(progress, f"loading {path.name}", stream.total, units)
+            worker.submit(partial(stage, prepared.frame, prepared.geometry, loading))
+    stream.finish()
+    if loading is not None:
+        loading.done()
+    if rejects and not allow_rejects:
+        raise RejectedFeatures(path.name, layer, list(rejects.items()), stream.unit)
+    step(progress, f"merging {layer}")
+    result: MergeResult
+    if first is not None:
+        result = first.finish()
+    else:
+        analyze_stage(conn, layer)
+        result = MERGERS[layer](conn, options)
     for row, reason in result.rejects:
         rejects.setdefault(row, reason)
     if rejects and not allow_rejects:
-        raise RejectedFeatures(path.name, layer, list(rejects.items()), prepared.unit)
+        raise RejectedFeatures(path.name, layer, list(rejects.items()), stream.unit)
     report.inserted, report.updated, report.unchanged = result.inserted, result.updated, result.unchanged
     report.rejected = sorted(rejects.items())
     report.warnings = result.warnings
     report.deleted = result.deleted
     return report
+
+
+class _DatabaseWorker:
+    """One background thread that runs the database side of each chunk, in order, while the caller
+    prepares the next. At most one job waits behind the running one (so at most three chunks are held).
+    The connection belongs to this thread from the first ``submit`` until the ``with`` block ends; a job's
+    error is raised by the next ``submit`` or at the end of the block."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-load")
+        self._jobs: deque[Future[None]] = deque()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        while self._jobs and (self._jobs[0].done() or len(self._jobs) > 1):
+            self._jobs.popleft().result()
+        self._jobs.append(self._pool.submit(job))
+
+    def __enter__(self) -> _DatabaseWorker:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if kind is not None:  # the caller failed: drop waiting jobs, let the running one end, keep its error
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            return
+        try:
+            while self._jobs:
+                self._jobs.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _record_run(conn: psycopg.Connection, path: Path, sha256: str, report: LayerReport, started: datetime) -> None:

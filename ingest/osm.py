@@ -84,8 +84,8 @@ from cim.store.catalog import record_ingest_run
 from cim.store.merge import MergeOptions, merge_buildings
 from cim.store.staging import copy_into_stage, create_stage
 from ingest.errors import IngestError
+from ingest.file_catalog import file_sha256
 from ingest.layers import prepare_buildings
-from ingest.load import file_sha256
 from ingest.prepare import Checker, Prepared
 
 # ---- vocabularies (see the module docstring) ---------------------------------------------------------

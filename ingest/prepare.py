@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,17 @@ from ingest.errors import IngestError
 LOCAL_TZ = "Asia/Shanghai"
 _HAS_OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+# shapely's geometry type ids + 1 (-1, a missing geometry, becomes 0) → the names GEOS gives them.
+_TYPE_NAMES = np.array(
+    [
+        *("Missing", "Point", "LineString", "LinearRing", "Polygon"),
+        *("MultiPoint", "MultiLineString", "MultiPolygon", "GeometryCollection"),
+    ],
+    dtype=object,
+)
+
+_NONE = np.array(None, dtype=object)  # "no value" for np.where over object arrays
 
 GEOMETRY_FAMILIES = {
     "polygon": ("Polygon", "MultiPolygon"),
@@ -48,14 +59,88 @@ class Prepared:
     """The kept rows' geometries (shapely array, storage CRS), for locating them in bulk."""
 
 
+@dataclass
+class PreparedStream:
+    """One layer of one source, prepared chunk by chunk as ``chunks`` is consumed (so that loading one
+    chunk overlaps reading and checking the next). ``total``: rows expected (for progress). After the
+    last chunk, ``finish`` runs the checks that need the whole layer (raises IngestError)."""
+
+    layer: str
+    total: int
+    chunks: Iterator[Prepared]
+    unit: str = "feature"
+    finish: Callable[[], None] = lambda: None
+
+    @classmethod
+    def of(cls, prepared: Prepared) -> PreparedStream:
+        """A layer prepared whole, as a stream of one chunk."""
+        return cls(prepared.layer, prepared.read, iter([prepared]), prepared.unit)
+
+    def whole(self) -> Prepared:
+        """Every chunk, prepared now, as one ``Prepared`` (rows in order)."""
+        parts = list(self.chunks)
+        self.finish()
+        if len(parts) == 1:
+            return parts[0]
+        first = parts[0]
+        geometry = None
+        if any(p.geometry is not None for p in parts):
+            geometry = np.concatenate([np.asarray(p.geometry, dtype=object) for p in parts])
+        return Prepared(
+            first.layer,
+            pd.concat([p.frame for p in parts], ignore_index=True),
+            read=sum(p.read for p in parts),
+            rejects={k: v for p in parts for k, v in p.rejects.items()},
+            repaired=sum(p.repaired for p in parts),
+            unit=first.unit,
+            geometry=geometry,
+        )
+
+
+@dataclass
+class GeometryTypes:
+    """The geometry types a layer has, gathered over its chunks: a layer none of whose geometries has an
+    allowed type is refused as a whole (one message), not feature by feature."""
+
+    deferred: bool = False
+    """True: ``verify`` is left to the caller, after the last chunk."""
+    where: str = ""
+    allowed: tuple[str, ...] = ()
+    found: set[str] = field(default_factory=set)
+    any_allowed: bool = False
+
+    def add(self, where: str, allowed: Sequence[str], present_names: Iterable[str], any_allowed: bool) -> None:
+        self.where, self.allowed = where, tuple(allowed)
+        self.found.update(str(n) for n in set(present_names))  # a few names, however many rows
+        self.any_allowed = self.any_allowed or any_allowed
+
+    def verify(self) -> None:
+        """Raise IngestError if geometries were seen and none had an allowed type."""
+        if self.found and not self.any_allowed:
+            raise IngestError(
+                f"{self.where}: wrong geometry type: this layer needs {' or '.join(self.allowed)} geometries, "
+                f"the file has {', '.join(sorted(self.found))}"
+            )
+
+
 class Checker:
     """Accumulates typed columns and rejects for one source frame; row numbers are 1-based positions."""
 
-    def __init__(self, source: pd.DataFrame, where: str, first_row: int = 1, unit: str = "feature") -> None:
+    def __init__(
+        self,
+        source: pd.DataFrame,
+        where: str,
+        first_row: int = 1,
+        unit: str = "feature",
+        geometry_types: GeometryTypes | None = None,
+    ) -> None:
+        """``source`` may be one chunk of a layer (its first row being ``first_row``); the chunks' checkers
+        then share one ``GeometryTypes`` (deferred) that the caller verifies after the last chunk."""
         self.source = source.reset_index(drop=True)
         self.where = where
         self.row_no = np.arange(first_row, first_row + len(self.source))
         self.unit = unit
+        self.geometry_types = geometry_types or GeometryTypes()
         self.columns: dict[str, object] = {}
         self.rejects: dict[int, str] = {}
         # Problems found while reading (malformed geometries): rejected or counted as repaired.
@@ -107,21 +192,22 @@ class Checker:
             )
         col = _text_series(raw)
         if default is not None:
-            col = col.where(col.notna(), default)
+            col = pd.Series([default if v is None else v for v in col], dtype=object)
         label = what or name
         if required:
             self.reject(col.isna().to_numpy(), f"{label} is missing")
         if pattern is not None:
-            matched = col.astype("string").str.fullmatch(pattern).fillna(True)
-            bad = ~matched.to_numpy(dtype=bool)
+            fullmatch = re.compile(pattern).fullmatch
+            bad = np.array([v is not None and fullmatch(v) is None for v in col], dtype=bool)
             self.reject(bad, [f"{label} {v!r} is not valid" for v in col[bad]])
         self.columns[name] = col
         return col
 
     def enum(self, name: str, allowed: Sequence[str], required: bool = True, default: str | None = None) -> pd.Series:
         col = self.text(name, required=required and default is None, default=default)
-        col = col.map(lambda v: None if v is None else v.lower())
-        bad = col.map(lambda v: v is not None and v not in allowed).to_numpy(dtype=bool)
+        col = pd.Series([None if v is None else v.lower() for v in col], dtype=object)
+        known = set(allowed)
+        bad = np.fromiter((v is not None and v not in known for v in col), dtype=bool, count=len(col))
         self.reject(bad, [f"{name} {v!r} is not one of {', '.join(allowed)}" for v in col[bad]])
         self.columns[name] = col
         return col
@@ -143,7 +229,14 @@ class Checker:
             return empty
         raw = self.source[name]
         num = pd.to_numeric(raw, errors="coerce").astype(float)
-        given = raw.notna() & raw.astype(str).str.strip().ne("")
+        if pd.api.types.is_numeric_dtype(raw):
+            given = raw.notna()
+        else:  # text: blank counts as missing
+            values = _objects(raw)
+            given = pd.Series(
+                np.fromiter((v is not None and str(v).strip() != "" for v in values), dtype=bool, count=len(values)),
+                index=raw.index,
+            )
         self.reject((given & num.isna()).to_numpy(), [f"{name} {v!r} is not a number" for v in raw[given & num.isna()]])
         if required:
             self.reject((~given).to_numpy(), f"{name} is missing")
@@ -184,8 +277,10 @@ class Checker:
         self.reject(bad.to_numpy(), [f"{name} {v!r} is not an ISO 8601 date/time" for v in text[bad]])
         if required:
             self.reject((~given).to_numpy(), f"{name} is missing")
-        iso = parsed.dt.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")
-        col = iso.astype(object).where(iso.notna(), None)
+        # ISO 8601 in UTC with microseconds, as numpy writes it (strftime per value is ten times slower).
+        utc = parsed.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+        iso = np.char.add(np.datetime_as_string(utc, unit="us"), "+00:00").astype(object)
+        col = pd.Series(np.where(parsed.isna().to_numpy(), _NONE, iso), dtype=object)
         self.columns[name] = col
         return col
 
@@ -220,8 +315,8 @@ class Checker:
         polygons as 2D MultiPolygons. Returns the shapely array (None where rejected)."""
         geoms: Any = np.asarray(self.source.geometry.array, dtype=object)
         allowed = GEOMETRY_FAMILIES[family]
-        names = np.array(["Missing" if g is None else g.geom_type for g in geoms], dtype=object)
-        missing = np.array([g is None or g.is_empty for g in geoms])
+        names = _TYPE_NAMES[shapely.get_type_id(geoms) + 1]
+        missing = shapely.is_missing(geoms) | shapely.is_empty(geoms)
         if not allow_missing:
             self.reject(missing, "has no geometry")
         ok_type = np.isin(names, allowed)
@@ -239,17 +334,16 @@ class Checker:
             geoms = np.where(single, merged, geoms)
             ok_type |= single
         present = ~missing
-        if present.any() and not (ok_type & present).any():
-            found = ", ".join(sorted(set(names[present])))
-            raise IngestError(
-                f"{self.where}: wrong geometry type: this layer needs {' or '.join(allowed)} geometries, "
-                f"the file has {found}"
-            )
+        self.geometry_types.add(self.where, allowed, names[present], bool((ok_type & present).any()))
+        if not self.geometry_types.deferred:
+            self.geometry_types.verify()
         wrong = present & ~ok_type
         self.reject(wrong, [f"geometry is {n}, expected {' or '.join(allowed)}" for n in names[wrong]])
         good = present & ok_type
         if family == "polygon":
-            geoms = np.where(good, shapely.force_2d(geoms), None)
+            # force_2d copies every geometry: only worth it when some have Z.
+            flat = shapely.force_2d(geoms) if shapely.has_z(geoms).any() else geoms
+            geoms = np.where(good, flat, _NONE)
             invalid = good & ~shapely.is_valid(geoms)
             for i in np.flatnonzero(invalid):
                 reason = shapely.is_valid_reason(geoms[i])
@@ -260,7 +354,7 @@ class Checker:
                 else:
                     geoms[i] = fixed
                     self.repaired += 1
-            area = np.where(good, shapely.area(np.where(good, geoms, None)), 0.0)
+            area = np.where(good, shapely.area(np.where(good, geoms, _NONE)), 0.0)
             tiny = good & (area < min_area_m2)
             self.reject(tiny, [f"area {a:.2f} m² is too small" for a in area[tiny]])
             good &= ~tiny
@@ -268,19 +362,19 @@ class Checker:
             if single.any():
                 geoms[single] = shapely.multipolygons(geoms[single], indices=np.arange(int(single.sum())))
         else:
-            sel = np.where(good, geoms, None)
+            sel = np.where(good, geoms, _NONE)
             coords, index = shapely.get_coordinates(sel, return_index=True)
             bad_coord = np.zeros(len(geoms), dtype=bool)
             bad_coord[np.unique(index[~np.isfinite(coords).all(axis=1)])] = True
             self.reject(bad_coord, "geometry has non-finite coordinates")
             good &= ~bad_coord
-            geoms = np.where(good, geoms, None)
+            geoms = np.where(good, geoms, _NONE)
             if family == "line":
                 length = np.where(good, shapely.length(geoms), 0.0)
                 short = good & (length <= 0)
                 self.reject(short, "line has zero length")
                 good &= ~short
-        geoms = np.where(good, geoms, None)
+        geoms = np.where(good, geoms, _NONE)
         self.columns[column] = geoms
         self._srid = srid
         return geoms
@@ -297,7 +391,7 @@ class Checker:
                 arr = np.asarray(col, dtype=object)[keep]
                 located = arr if located is None else located
                 arr = shapely.set_srid(arr, self._srid)
-                data[name] = shapely.to_wkb(arr, hex=True, include_srid=True)
+                data[name] = shapely.to_wkb(arr, include_srid=True)
             else:
                 data[name] = pd.Series(col).reset_index(drop=True)[keep].to_numpy()
         frame = pd.DataFrame(data)
@@ -313,11 +407,15 @@ class Checker:
 
 
 def _text_series(raw: pd.Series) -> pd.Series:
-    """Stripped text (vectorised), with missing values (None, NaN, NaT, empty) as None. Whole floats lose
-    their ``.0`` (a numeric column of storey numbers read from a Shapefile stays readable)."""
+    """Stripped text, with missing values (None, NaN, NaT, empty) as None. Whole floats lose their ``.0``
+    (a numeric column of storey numbers read from a Shapefile stays readable). Text columns take a plain
+    loop over the values: pandas' string methods cost ten times as much per value."""
     if pd.api.types.is_float_dtype(raw):
         whole = raw.notna() & (raw == raw.round())
         text = raw.astype("string").where(~whole, raw.where(whole).astype("Int64").astype("string"))
+    elif raw.dtype == object or isinstance(raw.dtype, pd.StringDtype):
+        values = _objects(raw)
+        return pd.Series([(v.strip() or None) if type(v) is str else _stripped(v) for v in values], dtype=object)
     else:
         text = raw.astype("string")
     text = text.str.strip()
@@ -325,13 +423,28 @@ def _text_series(raw: pd.Series) -> pd.Series:
     return text.astype(object).where(text.notna(), None)
 
 
+def _objects(raw: pd.Series) -> npt.NDArray[np.object_]:
+    """The values as Python objects, missing ones (NaN, NA, NaT) as None."""
+    return np.asarray(raw.to_numpy(dtype=object, na_value=None), dtype=np.object_)  # type: ignore[call-overload]
+
+
+def _stripped(value: object) -> str | None:
+    if type(value) is str:
+        return value.strip() or None
+    if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value).strip() or None
+
+
 def _with_offsets(text: pd.Series) -> pd.Series:
     """Times without an offset are Asia/Shanghai (+08:00); bare dates are midnight there."""
-    s = text.astype("string")
-    has_offset = s.str.contains(_HAS_OFFSET.pattern, regex=True).fillna(False)
-    date_only = s.str.fullmatch(_DATE_ONLY.pattern.strip("^$")).fillna(False)
-    fixed = s.where(has_offset, s + "+08:00")
-    return fixed.where(~date_only, s + "T00:00:00+08:00")
+    return pd.Series([None if v is None else _with_offset(v) for v in text], dtype=object)
+
+
+def _with_offset(text: str) -> str:
+    if _DATE_ONLY.fullmatch(text):
+        return text + "T00:00:00+08:00"
+    return text if _HAS_OFFSET.search(text) else text + "+08:00"
 
 
 def _one(n: int, i: int) -> npt.NDArray[np.bool_]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +59,8 @@ from ingest.file_catalog import (
     storage_footprint,
     swapped_in,
 )
+from ingest.gdal_copy import copy_with_progress
+from ingest.progress import Progress, counter
 
 RASTER_KINDS = ("ortho", "dsm", "dtm")
 HEIGHT_KINDS = ("dsm", "dtm")
@@ -238,25 +239,39 @@ def expected_overviews(width: int, height: int, block: int = BLOCK_SIZE) -> int:
     return levels
 
 
-def _write_cog(source: Path, target: Path, desc: _Description, where: str) -> None:
+def _write_cog(
+    source: Path, target: Path, desc: _Description, where: str, progress: Progress | None = None, label: str = ""
+) -> None:
+    """Write ``source`` as a COG at ``target`` (see the module docstring); ``progress`` counts the pixels
+    GDAL reports done (overviews first, then the full resolution), under ``label``."""
     predictor = "3" if np.dtype(desc.dtype).kind == "f" else "2"
+    options = {
+        "COMPRESS": "DEFLATE",
+        "LEVEL": "1",
+        "NUM_THREADS": "2",
+        "PREDICTOR": predictor,
+        "BLOCKSIZE": str(BLOCK_SIZE),
+        "OVERVIEWS": "IGNORE_EXISTING",
+        "RESAMPLING": "AVERAGE",
+        "BIGTIFF": "IF_SAFER",
+    }
+    pixels = desc.width * desc.height
+    written = counter(progress, f"writing {label or target.name} (COG)", pixels, "pixels")
+    done = [0]
+
+    def on_fraction(fraction: float) -> None:
+        now = round(fraction * pixels)
+        if now > done[0]:
+            written.advance(now - done[0])
+            done[0] = now
+
     try:
         with rasterio.Env(GDAL_NUM_THREADS="2"):
-            rasterio.shutil.copy(
-                str(source),
-                str(target),
-                driver="COG",
-                COMPRESS="DEFLATE",
-                LEVEL="1",
-                NUM_THREADS="2",
-                PREDICTOR=predictor,
-                BLOCKSIZE=str(BLOCK_SIZE),
-                OVERVIEWS="IGNORE_EXISTING",
-                RESAMPLING="AVERAGE",
-                BIGTIFF="IF_SAFER",
-            )
+            if not copy_with_progress(source, target, "COG", options, on_fraction):
+                rasterio.shutil.copy(str(source), str(target), driver="COG", **options)
     except Exception as exc:  # GDAL reports corrupt tiles, full disks, … as its own error classes
         raise RasterError(f"{where}: cannot read the pixel data ({_first_line(exc)})") from None
+    written.done()
 
 
 def _check_cog(target: Path, desc: _Description, where: str) -> list[int]:
@@ -294,7 +309,7 @@ def ingest_raster(
     *,
     dry_run: bool = False,
     settings: Settings | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> RasterReport:
     """Validate ``path``, write it as a COG under ``$CIM_HOME/rasters/<name>.tif`` and register it.
 
@@ -341,8 +356,7 @@ def ingest_raster(
     with new_folder(folder):
         staged = staging_path(final)
         try:
-            step(f"writing {final.name} (COG, {desc.width}x{desc.height} px)")
-            _write_cog(path, staged, desc, where)
+            _write_cog(path, staged, desc, where, progress, final.name)
             report.overviews = _check_cog(staged, desc, where)
         except BaseException:
             staged.unlink(missing_ok=True)

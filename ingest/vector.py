@@ -5,11 +5,17 @@ Decisions:
   declaration is missing or wrong). A file with neither is refused.
 - Coordinates that look like degrees in a file declared projected are refused: that is nearly always a
   missing or wrong CRS, and loading it would put the city in the sea off Africa.
+- Large files are read in chunks (``read_vector_chunks``) so that checking and loading one chunk overlaps
+  reading the next, and progress can be shown. Only formats GDAL can seek in (GeoPackage, Shapefile,
+  FlatGeobuf) are read that way; the layer-wide checks then use the extent the file declares, and the
+  check that every coordinate could be transformed runs when the last chunk is in.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
@@ -25,6 +31,9 @@ from pyproj.exceptions import CRSError as ProjCRSError
 from ingest.errors import IngestError
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb"}
+SEEKABLE_SUFFIXES = {".gpkg", ".shp", ".fgb"}
+CHUNK_ROWS = 16_384
+"""Features per chunk: small enough that loading overlaps reading, large enough that per-chunk costs vanish."""
 
 
 def list_layers(path: Path) -> list[str]:
@@ -49,6 +58,58 @@ def read_vector(
     Malformed geometries (e.g. rings that are not closed) do not fail the file: each is repaired where GEOS
     can (recorded in ``frame.attrs["geometry_repairs"]``) or left empty with its reason in
     ``frame.attrs["geometry_problems"]`` for the layer checks to reject."""
+    where = _check_path(path, layer)
+    frame = _read_frame(path, layer, encoding, where)
+    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
+        raise IngestError(f"{where}: has no geometry column")
+    if len(frame) == 0:
+        raise IngestError(f"{where}: contains no features")
+    source = _source_crs(crs, frame.crs, where)
+    bounds = frame.geometry.total_bounds if len(frame) else np.zeros(4)
+    _refuse_degrees_in_projected(bounds, source, where)
+    _refuse_metres_in_geographic(bounds, source, where)
+    frame = _to_storage(frame, source, storage_srid, where)
+    _refuse_unprojected(frame.geometry.total_bounds if len(frame) else np.zeros(4), storage_srid, where)
+    return frame
+
+
+@dataclass
+class VectorChunks:
+    """A vector layer as consecutive chunks of features in file order, each in the storage CRS (with the
+    ``geometry_repairs``/``geometry_problems`` attrs of ``read_vector``, by position in the chunk).
+    ``total``: the features the file declares (for progress)."""
+
+    where: str
+    total: int
+    frames: Iterator[gpd.GeoDataFrame]
+
+
+def read_vector_chunks(
+    path: Path,
+    layer: str | None,
+    crs: str | None,
+    storage_srid: int,
+    encoding: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> VectorChunks:
+    """``read_vector`` in chunks of ``chunk_rows`` features. A file GDAL can seek in, with more than one
+    chunk of features, is read chunk by chunk (see the module docstring); any other is read whole and
+    handed out in slices. Raises IngestError as ``read_vector`` does (from the iterator for what only
+    the features show)."""
+    where = _check_path(path, layer)
+    info = _seekable_info(path, layer, encoding, chunk_rows)
+    if info is None:
+        frame = read_vector(path, layer, crs, storage_srid, encoding)
+        return VectorChunks(where, len(frame), _slices(frame, chunk_rows))
+    source = _source_crs(crs, info["crs"], where)
+    bounds = np.asarray(info["total_bounds"], dtype=float)
+    _refuse_degrees_in_projected(bounds, source, where)
+    _refuse_metres_in_geographic(bounds, source, where)
+    total = int(info["features"])
+    return VectorChunks(where, total, _chunks(path, layer, encoding, where, source, storage_srid, chunk_rows))
+
+
+def _check_path(path: Path, layer: str | None) -> str:
     if not path.exists():
         raise IngestError(f"{path}: no such file")
     if path.suffix.lower() not in VECTOR_SUFFIXES:
@@ -56,63 +117,129 @@ def read_vector(
     layers = list_layers(path)
     if layer is not None and layer not in layers:
         raise IngestError(f"{path}: no layer {layer!r} (layers: {', '.join(layers)})")
-    where = f"{path}" + (f" layer {layer}" if layer else "")
-    frame = _read_frame(path, layer, encoding, where)
-    if not isinstance(frame, gpd.GeoDataFrame) or frame.geometry.name not in frame:
-        raise IngestError(f"{where}: has no geometry column")
-    if len(frame) == 0:
-        raise IngestError(f"{where}: contains no features")
+    return f"{path}" + (f" layer {layer}" if layer else "")
+
+
+def _seekable_info(path: Path, layer: str | None, encoding: str | None, chunk_rows: int) -> dict | None:
+    """The layer's metadata when it is worth reading in chunks (else None: read it whole)."""
+    if path.suffix.lower() not in SEEKABLE_SUFFIXES:
+        return None
+    try:
+        info = pyogrio.read_info(path, layer=layer, encoding=encoding, force_total_bounds=True)
+    except Exception:
+        return None  # the whole read reports what is wrong
+    capabilities = info.get("capabilities") or {}
+    if (
+        int(info.get("features") or 0) <= chunk_rows
+        or info.get("geometry_type") is None
+        or not capabilities.get("fast_set_next_by_index")
+        or info.get("total_bounds") is None
+        or not np.all(np.isfinite(np.asarray(info["total_bounds"], dtype=float)))
+    ):
+        return None
+    return dict(info)
+
+
+def _slices(frame: gpd.GeoDataFrame, chunk_rows: int) -> Iterator[gpd.GeoDataFrame]:
+    repairs = frame.attrs.get("geometry_repairs", {})
+    problems = frame.attrs.get("geometry_problems", {})
+    for start in range(0, len(frame), chunk_rows):
+        stop = min(start + chunk_rows, len(frame))
+        part = frame.iloc[start:stop]
+        part.attrs = {
+            "geometry_repairs": {i - start: r for i, r in repairs.items() if start <= i < stop},
+            "geometry_problems": {i - start: r for i, r in problems.items() if start <= i < stop},
+        }
+        yield part
+
+
+def _chunks(
+    path: Path,
+    layer: str | None,
+    encoding: str | None,
+    where: str,
+    source: CRS,
+    storage_srid: int,
+    chunk_rows: int,
+) -> Iterator[gpd.GeoDataFrame]:
+    low = np.full(2, np.inf)
+    high = np.full(2, -np.inf)
+    start = 0
+    while True:  # until a chunk comes back short: the feature count a file declares is only a hint
+        frame = _read_frame(path, layer, encoding, where, skip=start, count=chunk_rows)
+        if len(frame) == 0:
+            break
+        frame = _to_storage(frame.set_crs(source, allow_override=True), source, storage_srid, where)
+        bounds = frame.geometry.total_bounds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a chunk of NaN coordinates: seen at the end
+            low, high = np.fmin(low, bounds[:2]), np.fmax(high, bounds[2:])
+        yield frame
+        start += len(frame)
+        if len(frame) < chunk_rows:
+            break
+    _refuse_unprojected(np.concatenate([low, high]), storage_srid, where)
+
+
+def _source_crs(crs: str | None, declared: object, where: str) -> CRS:
+    """The CRS of the file's coordinates: ``--crs`` if given, else the file's own (which must be known)."""
     if crs is not None:
-        source = parse_crs(crs, where)
-        frame = frame.set_crs(source, allow_override=True)
-    elif frame.crs is None:
+        return parse_crs(crs, where)
+    if declared is None:
         raise IngestError(f"{where}: the file declares no CRS; pass --crs (e.g. --crs EPSG:4547)")
-    else:
-        try:
-            source = CRS.from_user_input(frame.crs)
-        except ProjCRSError as exc:
-            raise IngestError(f"{where}: unknown CRS in the file ({exc})") from exc
-        if source.to_epsg() is None and not source.is_bound and source.name.lower() in ("unknown", "undefined"):
-            raise IngestError(f"{where}: unknown CRS {source.name!r}; pass --crs")
-    _refuse_degrees_in_projected(frame, source, where)
-    _refuse_metres_in_geographic(frame, source, where)
+    try:
+        source = CRS.from_user_input(declared)
+    except ProjCRSError as exc:
+        raise IngestError(f"{where}: unknown CRS in the file ({exc})") from exc
+    if source.to_epsg() is None and not source.is_bound and source.name.lower() in ("unknown", "undefined"):
+        raise IngestError(f"{where}: unknown CRS {source.name!r}; pass --crs")
+    return source
+
+
+def _to_storage(frame: gpd.GeoDataFrame, source: CRS, storage_srid: int, where: str) -> gpd.GeoDataFrame:
     target = CRS.from_epsg(storage_srid)
-    if not source.equals(target):
-        try:
-            frame = frame.to_crs(target)
-        except Exception as exc:
-            raise IngestError(f"{where}: cannot transform from {source.name} to EPSG:{storage_srid} ({exc})") from exc
-    else:
-        frame = frame.set_crs(target, allow_override=True)
-    bounds = frame.geometry.total_bounds if len(frame) else np.zeros(4)
+    if source.equals(target):
+        return frame.set_crs(target, allow_override=True)
+    try:
+        return frame.set_crs(source, allow_override=True).to_crs(target)
+    except Exception as exc:
+        raise IngestError(f"{where}: cannot transform from {source.name} to EPSG:{storage_srid} ({exc})") from exc
+
+
+def _refuse_unprojected(bounds: np.ndarray, storage_srid: int, where: str) -> None:
     if not np.all(np.isfinite(bounds)):
         raise IngestError(
             f"{where}: coordinates could not be transformed to EPSG:{storage_srid} (outside the CRS area?)"
         )
-    return frame
 
 
-def _read_frame(path: Path, layer: str | None, encoding: str | None, where: str) -> gpd.GeoDataFrame:
+def _read_frame(
+    path: Path, layer: str | None, encoding: str | None, where: str, skip: int = 0, count: int | None = None
+) -> gpd.GeoDataFrame:
+    """The features ``skip`` … ``skip + count`` (all by default) of the layer."""
+    window: dict[str, int | None] = {"skip_features": skip, "max_features": count} if count is not None else {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's notes on unclosed rings: handled below
-            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding)
+            return pyogrio.read_dataframe(path, layer=layer, encoding=encoding, **window)
     except UnicodeDecodeError as exc:
         raise IngestError(
             f"{where}: text attributes are not {encoding or 'UTF-8'} ({exc.reason} at byte {exc.start}); "
             "save the file as UTF-8 or pass --encoding (e.g. --encoding GBK)"
         ) from exc
     except shapely.errors.GEOSException:
-        return _read_frame_per_feature(path, layer, encoding, where)
+        return _read_frame_per_feature(path, layer, encoding, where, window)
     except Exception as exc:
         raise IngestError(f"{where}: cannot be read ({str(exc).strip()})") from exc
 
 
-def _read_frame_per_feature(path: Path, layer: str | None, encoding: str | None, where: str) -> gpd.GeoDataFrame:
+def _read_frame_per_feature(
+    path: Path, layer: str | None, encoding: str | None, where: str, window: dict[str, int | None]
+) -> gpd.GeoDataFrame:
     """Slow path for files with malformed geometries: parse each feature's WKB on its own."""
     try:
-        attrs = pyogrio.read_dataframe(path, layer=layer, encoding=encoding, read_geometry=False)
-        meta, _fids, wkb, _fields = pyogrio.raw.read(path, layer=layer, encoding=encoding, columns=[])
+        attrs = pyogrio.read_dataframe(path, layer=layer, encoding=encoding, read_geometry=False, **window)
+        meta, _fids, wkb, _fields = pyogrio.raw.read(path, layer=layer, encoding=encoding, columns=[], **window)
     except Exception as exc:
         raise IngestError(f"{where}: cannot be read ({str(exc).strip()})") from exc
     geoms = shapely.from_wkb(wkb, on_invalid="ignore")
@@ -131,11 +258,11 @@ def _read_frame_per_feature(path: Path, layer: str | None, encoding: str | None,
     return frame
 
 
-def _refuse_metres_in_geographic(frame: gpd.GeoDataFrame, source: CRS, where: str) -> None:
+def _refuse_metres_in_geographic(bounds: np.ndarray, source: CRS, where: str) -> None:
     """GDAL reads a GeoJSON whose ``crs`` member it does not know as CRS84: metres then pose as degrees."""
-    if not source.is_geographic or not len(frame):
+    if not source.is_geographic:
         return
-    minx, miny, maxx, maxy = frame.geometry.total_bounds
+    minx, miny, maxx, maxy = bounds
     if not (-180 <= minx <= maxx <= 360 and -90 <= miny <= maxy <= 90):
         raise IngestError(
             f"{where}: coordinates ({minx:.0f}, {miny:.0f}) are not longitude/latitude although the CRS is "
@@ -143,10 +270,10 @@ def _refuse_metres_in_geographic(frame: gpd.GeoDataFrame, source: CRS, where: st
         )
 
 
-def _refuse_degrees_in_projected(frame: gpd.GeoDataFrame, source: CRS, where: str) -> None:
-    if not source.is_projected or not len(frame):
+def _refuse_degrees_in_projected(bounds: np.ndarray, source: CRS, where: str) -> None:
+    if not source.is_projected:
         return
-    minx, miny, maxx, maxy = frame.geometry.total_bounds
+    minx, miny, maxx, maxy = bounds
     if -180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90 and (maxx - minx) < 5:
         raise IngestError(
             f"{where}: coordinates look like longitude/latitude degrees but the CRS is {source.name} "

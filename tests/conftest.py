@@ -1,4 +1,5 @@
-"""Test fixtures: a throwaway PostGIS cluster the tests start themselves, and the demo district.
+"""Test fixtures: a throwaway PostGIS cluster the tests start themselves, the demo district, and the tiny city
+with FZK-Haus (``tiny_fzk``).
 
 The cluster lives in a fresh folder under /tmp (world-searchable, so the unprivileged server user can reach
 it when tests run as root), runs with fsync off, and is stopped and deleted at the end of the session.
@@ -101,3 +102,30 @@ def demo_loaded(settings: Settings, demo_dir: Path) -> str:
     res = subprocess.run([cim, "demo", "load"], env=env, text=True, capture_output=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
+
+
+FZK_HAUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "ifc" / "AC20-FZK-Haus.ifc"
+
+
+@pytest.fixture(scope="session")
+def tiny_fzk(settings: Settings, cluster_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The tiny city (admin, parcels, buildings, pipes) with FZK-Haus placed by ``cim ingest ifc --anchor`` on the
+    empty parcel of grid B, in a database of its own, made once per session (the IFC ingest is the slow part).
+    Shared by several modules: tests may build tilesets from it but must leave its rows as they found them."""
+    from pyproj import Transformer
+
+    from ingest.city_layers import ingest_files
+
+    import tinycity
+    from cliharness import run_cli
+
+    with new_database(settings, cluster_url) as fresh:
+        ensure_database(fresh)
+        files = tinycity.write_all(tmp_path_factory.mktemp("tiny"))
+        for kind in ("admin", "parcels", "buildings", "pipes"):
+            ingest_files(kind, [files[kind]], settings=fresh)
+        lon, lat = Transformer.from_crs(4547, 4326, always_xy=True).transform(tinycity.X0 + 760, tinycity.Y0 + 300)
+        with pytest.MonkeyPatch.context() as mp:
+            res = run_cli(fresh, mp, "ingest", "ifc", str(FZK_HAUS), "--anchor", f"{lon},{lat},6.0")
+        assert res.exit_code == 0, res.output
+        yield fresh

@@ -18,6 +18,7 @@ from cim.settings import Settings
 from cim.store.history import building_changes
 from ingest.city_layers import ingest_files
 from ingest.errors import IngestError
+from ingest.load import LayerReport
 
 import tinycity
 from dbcheck import fingerprint
@@ -39,16 +40,22 @@ def survey_frame() -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(gpd.pd.concat([frame, new], ignore_index=True), geometry="geometry", crs=tinycity.SRID)
 
 
-@pytest.fixture()
-def surveyed(fresh_settings: Settings, tmp_path: Path) -> Settings:
-    s = fresh_settings
+def survey_city(s: Settings, out: Path) -> LayerReport:
+    """Load the tiny city surveyed on 2024-01-01, then its 2025-06-30 survey (`survey_frame`) into ``s``;
+    returns the 2025 load's report. Also used by the API tests of buildings through time."""
     ensure_database(s)
-    files = tinycity.write_all(tmp_path / "city")
+    files = tinycity.write_all(out / "city")
     for kind in ("admin", "parcels"):
         ingest_files(kind, [files[kind]], settings=s)
     ingest_files("buildings", [files["buildings"]], settings=s, survey_date="2024-01-01")
-    path = tinycity.buildings(tmp_path, survey_frame(), name="survey2025.gpkg")
-    report = ingest_files("buildings", [path], settings=s, survey_date="2025-06-30")[0]
+    path = tinycity.buildings(out, survey_frame(), name="survey2025.gpkg")
+    return ingest_files("buildings", [path], settings=s, survey_date="2025-06-30")[0]
+
+
+@pytest.fixture()
+def surveyed(fresh_settings: Settings, tmp_path: Path) -> Settings:
+    s = fresh_settings
+    report = survey_city(s, tmp_path)
     assert (report.inserted, report.updated, report.unchanged, report.deleted) == (1, 2, 1, 1), report.summary()
     return s
 

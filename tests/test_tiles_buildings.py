@@ -1,15 +1,14 @@
 """The LOD1 buildings tileset, checked by tools and code that do not share the writer's code: the Khronos
-glTF validator (node, tests/js), an independent GLB decoder, pyproj for placement, the database for counts
-and metadata; incremental builds on the tiny city compared file by file on disk."""
+glTF validator (node, tests/js), meshoptimizer's JavaScript decoder (the one CesiumJS uses) to undo the
+compression, an independent GLB reader, pyproj for placement, the database for counts and metadata;
+incremental builds on the tiny city compared file by file on disk."""
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,132 +29,36 @@ from tilesets.quadtree import Cell, QuadGrid, plan
 from tilesets.tileset import LocalFrame, TilesetBusyError, build_lock
 
 import tinycity
+from tile_reader import Glb, content_files, tiles_with_world, to_ecef, validate_gltf
+from tileset_checks import check_tileset
 
 REPO = Path(__file__).resolve().parents[1]
-VALIDATOR = REPO / "tests" / "js" / "validate_gltf.mjs"
+MESHOPT_DECODER = REPO / "tests" / "js" / "decode_meshopt.mjs"
 CM = 0.01
-GLTF_EXTENSIONS = {"EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"}
-Y_UP_TO_Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])  # 3D Tiles: glTF (x, y, z) → (x, -z, y)
+MM = 0.001
+MESHOPT = "EXT_meshopt_compression"
+DECODED_EXTENSIONS = {"EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"}
+GLTF_EXTENSIONS = DECODED_EXTENSIONS | {MESHOPT}
 
 
 # --------------------------------------------------------------------------------------------------
-# An independent reader of what was written
+# Tools: the independent reader is tests/tile_reader.py, the structural checker tests/tileset_checks.py
 
 
-_COMPONENTS = {5120: "<i1", 5121: "<u1", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
-_WIDTH = {"SCALAR": 1, "VEC3": 3}
-_META = {"UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "FLOAT32": "<f4"}
-
-
-class Glb:
-    def __init__(self, path: Path) -> None:
-        data = path.read_bytes()
-        magic, version, length = struct.unpack_from("<4sII", data)
-        assert (magic, version, length) == (b"glTF", 2, len(data)), path
-        json_len, json_kind = struct.unpack_from("<I4s", data, 12)
-        assert json_kind == b"JSON"
-        self.doc: dict[str, Any] = json.loads(data[20 : 20 + json_len])
-        bin_at = 20 + json_len
-        assert bin_at % 8 == 0, "BIN chunk data must start 8-byte aligned"
-        bin_len, bin_kind = struct.unpack_from("<I4s", data, bin_at)
-        assert bin_kind == b"BIN\0"
-        self.bin = data[bin_at + 8 : bin_at + 8 + bin_len]
-
-    def view(self, index: int) -> bytes:
-        v = self.doc["bufferViews"][index]
-        return self.bin[v.get("byteOffset", 0) : v.get("byteOffset", 0) + v["byteLength"]]
-
-    def accessor(self, index: int) -> np.ndarray:
-        """An accessor's values (normalized integers scaled to -1..1 / 0..1), shape (count,) or (count, 3)."""
-        a = self.doc["accessors"][index]
-        view = self.doc["bufferViews"][a["bufferView"]]
-        dtype = np.dtype(_COMPONENTS[a["componentType"]])
-        width = _WIDTH[a["type"]]
-        stride = view.get("byteStride", width * dtype.itemsize) // dtype.itemsize
-        raw = np.frombuffer(self.view(a["bufferView"]), dtype=dtype)[a.get("byteOffset", 0) // dtype.itemsize :]
-        values = raw[: a["count"] * stride].reshape(a["count"], stride)[:, :width]
-        if a.get("normalized"):
-            values = np.maximum(values / float(np.iinfo(dtype).max), -1.0)
-        return values[:, 0] if a["type"] == "SCALAR" else values
-
-    def primitives(self) -> Iterator[dict[str, Any]]:
-        for mesh in self.doc["meshes"]:
-            yield from mesh["primitives"]
-
-    def vertices(self) -> tuple[np.ndarray, np.ndarray]:
-        """All positions (glTF frame) and their feature ids."""
-        pos, ids = [], []
-        for p in self.primitives():
-            pos.append(self.accessor(p["attributes"]["POSITION"]).astype(np.float64))
-            ids.append(self.accessor(p["attributes"]["_FEATURE_ID_0"]).astype(np.int64))
-        return np.concatenate(pos), np.concatenate(ids)
-
-    def property_table(self) -> dict[str, list[Any]]:
-        meta = self.doc["extensions"]["EXT_structural_metadata"]
-        schema, table = meta["schema"], meta["propertyTables"][0]
-        props = schema["classes"][table["class"]]["properties"]
-        out: dict[str, list[Any]] = {}
-        for name, col in table["properties"].items():
-            spec = props[name]
-            if spec["type"] == "STRING":
-                offsets = np.frombuffer(self.view(col["stringOffsets"]), dtype="<u4")
-                raw = self.view(col["values"])
-                out[name] = [raw[offsets[i] : offsets[i + 1]].decode() for i in range(table["count"])]
-            elif spec["type"] == "ENUM":
-                enum = schema["enums"][spec["enumType"]]
-                names = {v["value"]: v["name"] for v in enum["values"]}
-                values = np.frombuffer(self.view(col["values"]), dtype=_META[enum["valueType"]])
-                out[name] = [names[int(v)] for v in values]
-            else:
-                out[name] = np.frombuffer(self.view(col["values"]), dtype=_META[spec["componentType"]]).tolist()
-            assert len(out[name]) == table["count"], name
-        return out
-
-
-def tiles_with_world(tileset: dict[str, Any]) -> Iterator[tuple[dict[str, Any], np.ndarray, list[tuple[Any, ...]]]]:
-    """Every tile with its world matrix and the (box, world matrix, geometric error) of its ancestors."""
-
-    def walk(tile: dict[str, Any], parent: np.ndarray, chain: list[tuple[Any, ...]]) -> Iterator[Any]:
-        world = parent
-        if "transform" in tile:
-            world = parent @ np.array(tile["transform"], dtype=np.float64).reshape(4, 4, order="F")
-        yield tile, world, chain
-        for child in tile.get("children", []):
-            yield from walk(child, world, [*chain, (tile["boundingVolume"]["box"], world, tile["geometricError"])])
-
-    yield from walk(tileset["root"], np.eye(4), [])
-
-
-def inside_box(ecef: np.ndarray, box: list[float], world: np.ndarray) -> np.ndarray:
-    """Points in ECEF inside a box given in the frame ``world`` maps to ECEF (orthogonal half-axes)."""
-    local = (np.linalg.inv(world) @ np.c_[ecef, np.ones(len(ecef))].T).T[:, :3]
-    b = np.asarray(box)
-    axes = b[3:].reshape(3, 3)
-    lengths = np.linalg.norm(axes, axis=1)
-    proj = (local - b[:3]) @ (axes / lengths[:, None]).T
-    return np.asarray((np.abs(proj) <= lengths + 1e-6).all(axis=1))
-
-
-def to_ecef(positions: np.ndarray, world: np.ndarray) -> np.ndarray:
-    z_up = positions @ Y_UP_TO_Z_UP.T
-    return np.asarray((world @ np.c_[z_up, np.ones(len(z_up))].T).T[:, :3])
-
-
-def content_files(folder: Path) -> dict[str, tuple[int, int, bytes]]:
-    """Every .glb under a tileset folder: relative path → (inode, mtime_ns, bytes)."""
-    out = {}
-    for p in sorted(folder.rglob("*.glb")):
-        st = p.stat()
-        out[str(p.relative_to(folder))] = (st.st_ino, st.st_mtime_ns, p.read_bytes())
-    return out
-
-
-def validate_gltf(folder: Path) -> list[dict[str, Any]]:
-    if not (REPO / "node_modules" / "gltf-validator").is_dir():
-        pytest.fail("node_modules/gltf-validator is missing: run `make npm-deps` (npm ci) first")
-    res = subprocess.run(["node", str(VALIDATOR), str(folder)], capture_output=True, text=True, timeout=300)
+def decode_meshopt(source: Path, target: Path) -> list[dict[str, Any]]:
+    """Every .glb under ``source`` (or the file) decoded by meshoptimizer's JS decoder into plain GLBs at the same
+    relative paths under ``target``: what CesiumJS gets after its own decoding."""
+    if not (REPO / "node_modules" / "meshoptimizer").is_dir():
+        pytest.fail("node_modules/meshoptimizer is missing: run `make npm-deps` (npm ci) first")
+    res = subprocess.run(["node", str(MESHOPT_DECODER), str(source), str(target)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     return [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+
+
+def assert_clean(reports: list[dict[str, Any]]) -> None:
+    bad = [(r["file"], m) for r in reports for m in r["messages"] if m["severity"] <= 1]
+    assert bad == []
+    assert all(r["errors"] == 0 and r["warnings"] == 0 for r in reports)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -168,62 +71,108 @@ def demo_tileset(demo_loaded: str, settings: Settings, tmp_path_factory: pytest.
     return build_buildings(settings, out=out)
 
 
-def test_demo_tiles_pass_the_khronos_validator(demo_tileset: BuildReport) -> None:
+@pytest.fixture(scope="module")
+def decoded(demo_tileset: BuildReport, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo tiles as CesiumJS sees them after meshopt decoding (same relative paths as the tileset)."""
+    target = tmp_path_factory.mktemp("decoded")
+    reports = decode_meshopt(demo_tileset.path, target)
+    assert len(reports) == demo_tileset.tile_count and all(r["decodedViews"] > 0 for r in reports)
+    return target
+
+
+def test_demo_tiles_pass_the_khronos_validator(demo_tileset: BuildReport, decoded: Path) -> None:
     reports = validate_gltf(demo_tileset.path)
     assert len(reports) == demo_tileset.tile_count > 1
-    bad = [(r["file"], m) for r in reports for m in r["messages"] if m["severity"] <= 1]
-    assert bad == []
-    assert all(r["errors"] == 0 and r["warnings"] == 0 for r in reports)
+    assert_clean(reports)
     assert all(set(r["extensionsUsed"]) == GLTF_EXTENSIONS for r in reports)
+    # The validator cannot decode meshopt; decoded, the accessors' data (bounds, index ranges, unit normals) is
+    # checked too.
+    plain = validate_gltf(decoded)
+    assert len(plain) == demo_tileset.tile_count
+    assert_clean(plain)
+    assert all(set(r["extensionsUsed"]) == DECODED_EXTENSIONS for r in plain)
 
 
-def test_demo_tileset_structure(demo_tileset: BuildReport) -> None:
+def test_demo_tiles_are_meshopt_compressed_with_positions_on_a_millimetre_grid(
+    demo_tileset: BuildReport, decoded: Path, settings: Settings, tmp_path: Path
+) -> None:
+    """Every vertex and index bufferView is compressed (positions through the EXPONENTIAL filter with one
+    power-of-two step per tile of at most 1 mm), property tables are not; a decoded tile holds the uncompressed
+    tile's vertices within 1 mm, and its file is less than half as big."""
+    doc = json.loads((demo_tileset.path / "tileset.json").read_text())
+    uris = [t["content"]["uri"] for t, _, _ in tiles_with_world(doc) if "content" in t]
+    for uri in uris:
+        glb = Glb(demo_tileset.path / uri)
+        assert set(glb.doc["extensionsRequired"]) == {"KHR_mesh_quantization", MESHOPT}
+        fallback = glb.doc["buffers"][1]
+        assert "uri" not in fallback and fallback["extensions"][MESHOPT] == {"fallback": True}
+        geometry = set()
+        for prim in glb.primitives():
+            for name, acc in [*prim["attributes"].items(), ("indices", prim["indices"])]:
+                view = glb.doc["bufferViews"][glb.doc["accessors"][acc]["bufferView"]]
+                ext = view["extensions"][MESHOPT]
+                assert view["buffer"] == 1 and ext["buffer"] == 0
+                assert ext["mode"] == ("TRIANGLES" if name == "indices" else "ATTRIBUTES")
+                assert ext.get("filter", "NONE") == ("EXPONENTIAL" if name == "POSITION" else "NONE")
+                geometry.add(glb.doc["accessors"][acc]["bufferView"])
+        others = [v for i, v in enumerate(glb.doc["bufferViews"]) if i not in geometry]
+        assert others and all("extensions" not in v and v["buffer"] == 0 for v in others)
+        plain = Glb(decoded / uri)
+        pos, _ids = plain.vertices()
+        steps = [_grid_step(plain.accessor(p["attributes"]["POSITION"])) for p in plain.primitives()]
+        assert len(set(steps)) == 1 and steps[0] <= MM, "one grid of at most 1 mm per tile"
+    # The biggest tile against the same rows written without compression.
+    from cim.store.tiles import building_rows
+
+    biggest = max(uris, key=lambda u: (demo_tileset.path / u).stat().st_size)
+    with connect(settings) as conn:
+        codes = Glb(decoded / biggest).property_table()["building_code"]
+        rows = building_rows(conn, [int(c) for c in codes])
+    exact = building_tile(rows, compress=False)
+    assert exact.frame.transform() == building_tile(rows).frame.transform()
+    path = tmp_path / "exact.glb"
+    path.write_bytes(exact.glb)
+    ref_pos, ref_ids = Glb(path).vertices()
+    pos, ids = Glb(decoded / biggest).vertices()
+    assert sorted(ids.tolist()) == sorted(ref_ids.tolist())
+    for fid in np.unique(ids):
+        gap = np.linalg.norm(pos[ids == fid][:, None, :] - ref_pos[ref_ids == fid][None, :, :], axis=2)
+        assert gap.min(axis=1).max() <= MM and gap.min(axis=0).max() <= MM
+    assert (demo_tileset.path / biggest).stat().st_size < 0.5 * len(exact.glb)
+
+
+def _grid_step(values: np.ndarray) -> float:
+    """The largest power of two (down to 2^-20) all values are multiples of."""
+    for exponent in range(10, -21, -1):
+        step = 2.0**exponent
+        if np.array_equal(np.round(values / step) * step, values):
+            return step
+    raise AssertionError("positions are not on a power-of-two grid")
+
+
+def test_demo_tileset_structure(demo_tileset: BuildReport, decoded: Path) -> None:
+    """The structural checker finds nothing (schema-required fields, geometric-error order, leaves 0, extension
+    lists, feature ids, every decoded vertex inside its tile and all ancestors); then what is ours: one ADD tree
+    with content in the leaves only, this build's tilesetVersion, unit normals, no staging folder left."""
     folder = demo_tileset.path
+    assert check_tileset(folder) == []
     doc = json.loads((folder / "tileset.json").read_text())
-    assert doc["asset"]["version"] == "1.1"
     assert doc["asset"]["tilesetVersion"] == str(demo_tileset.tileset_version)
-    assert doc["root"]["refine"] == "ADD"
-    assert set(doc.get("extensionsRequired", [])) <= set(doc.get("extensionsUsed", []))
-    assert doc["geometricError"] >= doc["root"]["geometricError"] > 0
+    assert doc["root"]["refine"] == "ADD" and doc["root"]["geometricError"] > 0
     contents = 0
-    for tile, _world, chain in tiles_with_world(doc):
-        assert len(tile["boundingVolume"]["box"]) == 12
-        assert tile["geometricError"] >= 0
-        if chain:
-            assert tile["geometricError"] <= chain[-1][2], "a child's geometric error exceeds its parent's"
-        assert tile.get("refine", "ADD") in ("ADD", "REPLACE")
-        if "transform" in tile:
-            t = tile["transform"]
-            assert len(t) == 16 and [t[3], t[7], t[11], t[15]] == [0, 0, 0, 1], "not an affine column-major matrix"
-        if "children" not in tile:
-            assert tile["geometricError"] == 0 and "content" in tile
+    for tile, _world, _chain in tiles_with_world(doc):
+        assert tile.get("refine", "ADD") == "ADD" and ("content" in tile) == ("children" not in tile)
         if "content" in tile:
             contents += 1
-            glb = Glb(folder / tile["content"]["uri"])
-            assert set(glb.doc["extensionsUsed"]) == GLTF_EXTENSIONS
-            assert set(glb.doc.get("extensionsRequired", [])) == {"KHR_mesh_quantization"}
-            count = glb.doc["extensions"]["EXT_structural_metadata"]["propertyTables"][0]["count"]
+            assert set(Glb(folder / tile["content"]["uri"]).doc["extensionsUsed"]) == GLTF_EXTENSIONS
+            glb = Glb(decoded / tile["content"]["uri"])
             for prim in glb.primitives():
                 fid = prim["extensions"]["EXT_mesh_features"]["featureIds"][0]
                 assert fid["attribute"] == 0 and fid["propertyTable"] == 0
-                ids = glb.accessor(prim["attributes"]["_FEATURE_ID_0"])
-                assert fid["featureCount"] == len(np.unique(ids)) and ids.max() < count
                 normals = glb.accessor(prim["attributes"]["NORMAL"])
                 assert np.allclose(np.linalg.norm(normals, axis=1), 1, atol=0.01)
     assert contents == demo_tileset.tile_count
     assert not list(folder.parent.glob(".buildings.staging-*")), "staging folders left behind"
-
-
-def test_demo_content_lies_inside_its_tile_and_every_ancestor(demo_tileset: BuildReport) -> None:
-    doc = json.loads((demo_tileset.path / "tileset.json").read_text())
-    for tile, world, chain in tiles_with_world(doc):
-        if "content" not in tile:
-            continue
-        pos, _ = Glb(demo_tileset.path / tile["content"]["uri"]).vertices()
-        ecef = to_ecef(pos, world)
-        assert inside_box(ecef, tile["boundingVolume"]["box"], world).all()
-        for box_, ancestor_world, _error in chain:
-            assert inside_box(ecef, box_, ancestor_world).all(), f"{tile['content']['uri']} leaves an ancestor"
 
 
 def test_demo_features_are_the_buildings_with_their_metadata(demo_tileset: BuildReport, settings: Settings) -> None:
@@ -256,7 +205,9 @@ def test_demo_features_are_the_buildings_with_their_metadata(demo_tileset: Build
             assert table["height_m"][i] == pytest.approx(height, abs=1e-3)
 
 
-def test_demo_vertices_are_where_pyproj_puts_the_footprints(demo_tileset: BuildReport, settings: Settings) -> None:
+def test_demo_vertices_are_where_pyproj_puts_the_footprints(
+    demo_tileset: BuildReport, decoded: Path, settings: Settings
+) -> None:
     """Decoded vertices of sampled buildings, through the tile transforms, are within 1 cm of pyproj's ECEF of
     the stored footprint vertices at ground and roof height (and nothing else is drawn for them)."""
     from cim import crs
@@ -268,7 +219,7 @@ def test_demo_vertices_are_where_pyproj_puts_the_footprints(demo_tileset: BuildR
         for tile, world, _chain in tiles_with_world(doc):
             if "content" not in tile:
                 continue
-            glb = Glb(demo_tileset.path / tile["content"]["uri"])
+            glb = Glb(decoded / tile["content"]["uri"])
             pos, ids = glb.vertices()
             ecef = to_ecef(pos, world)
             table = glb.property_table()
@@ -378,7 +329,10 @@ def test_awkward_footprints_make_a_valid_glb(tmp_path: Path) -> None:
     tile = building_tile(_rows(awkward_footprints(), [10.0, 20.0, 5.0, 8.0], ["public", "office", "public", "other"]))
     path = tmp_path / "awkward.glb"
     path.write_bytes(tile.glb)
-    [report] = validate_gltf(tmp_path)
+    [report] = validate_gltf(path)
+    assert (report["errors"], report["warnings"]) == (0, 0), report["messages"]
+    decode_meshopt(path, tmp_path / "plain" / "awkward.glb")
+    [report] = validate_gltf(tmp_path / "plain")
     assert (report["errors"], report["warnings"]) == (0, 0), report["messages"]
     glb = Glb(path)
     table = glb.property_table()
@@ -386,6 +340,47 @@ def test_awkward_footprints_make_a_valid_glb(tmp_path: Path) -> None:
     assert table["name"] == ["", "楼0", "楼2", ""] and "parcel_code" not in table  # no parcel anywhere: left out
     assert [m["name"] for m in glb.doc["materials"]] == ["office", "public", "other"]
     assert len(list(glb.primitives())) == 3
+
+
+@pytest.mark.parametrize(("spread_m", "max_step"), [(9_000.0, MM), (40_000.0, 4 * MM)])
+def test_compressed_positions_stay_within_half_a_step_across_a_wide_tile(
+    tmp_path: Path, spread_m: float, max_step: float
+) -> None:
+    """Buildings spread over a tile far wider than any leaf of a city tileset: decoded (by meshoptimizer's JS
+    decoder) vertices are within half a grid step (along each axis) of the uncompressed ones, and the step stays
+    at 2^-10 m (under 1 mm of 3D error) up to 8 km from the tile origin, 2^-8 m (3.4 mm) at 20 to 32 km."""
+    corners = [(0.0, 0.0), (spread_m, 0.0), (0.0, 0.7 * spread_m), (0.4 * spread_m, 0.3 * spread_m)]
+    shapes = [box(X0 + dx, Y0 + dy, X0 + dx + 12.3456, Y0 + dy + 7.891) for dx, dy in corners]
+    rows = _rows(shapes, [30.0, 55.55, 12.25, 80.125], ["office", "office", "public", "office"])
+    (tmp_path / "packed.glb").write_bytes(building_tile(rows).glb)
+    (tmp_path / "exact.glb").write_bytes(building_tile(rows, compress=False).glb)
+    decode_meshopt(tmp_path / "packed.glb", tmp_path / "decoded.glb")
+    pos, ids = Glb(tmp_path / "decoded.glb").vertices()
+    ref_pos, ref_ids = Glb(tmp_path / "exact.glb").vertices()
+    step = _grid_step(pos)
+    assert step <= max_step
+    assert np.abs(pos).max() > spread_m / 3  # the tile really is that wide
+    for fid in range(len(shapes)):
+        gap = np.abs(pos[ids == fid][:, None, :] - ref_pos[ref_ids == fid][None, :, :]).max(axis=2)
+        assert gap.min(axis=1).max() <= step / 2 + 1e-9 and gap.min(axis=0).max() <= step / 2 + 1e-9
+        if step <= MM:
+            dist = np.linalg.norm(pos[ids == fid][:, None, :] - ref_pos[ref_ids == fid][None, :, :], axis=2)
+            assert dist.min(axis=1).max() <= MM
+
+
+def test_the_meshopt_writer_refuses_positions_off_its_grid() -> None:
+    from tilesets.gltf import GltfError, Material, Meshopt, Primitive, PropertyTable, glb_bytes
+
+    schema = {"id": "t", "classes": {"c": {"properties": {"v": {"type": "SCALAR", "componentType": "UINT8"}}}}}
+    table = PropertyTable("c", 1, {"v": [1]})
+    on_grid = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -(2.0**-9)]])
+    prim = Primitive(on_grid, np.tile([0.0, 1.0, 0.0], (3, 1)), np.zeros(3, dtype=np.int64), np.arange(3), 0)
+    assert glb_bytes([prim], [Material("m", (1, 1, 1, 1))], schema, table, compression=Meshopt(2.0**-9))
+    prim.positions = on_grid + np.array([0.0, 0.0, 0.0001])
+    with pytest.raises(GltfError, match="not multiples"):
+        glb_bytes([prim], [Material("m", (1, 1, 1, 1))], schema, table, compression=Meshopt(2.0**-9))
+    with pytest.raises(GltfError, match="power of two"):
+        Meshopt(0.001)
 
 
 def test_quadtree_leaves_respect_the_limits_and_hold_every_point_once() -> None:
@@ -525,11 +520,12 @@ def test_buildings_from_a_lonlat_file_with_a_geoid_offset_are_placed_within_a_ce
     finally:
         get_settings.cache_clear()
     doc = json.loads((report.path / "tileset.json").read_text())
+    decode_meshopt(report.path, tmp_path / "decoded")
     reference = Transformer.from_crs(CRS("OGC:CRS84").to_3d(), CRS("EPSG:4978"), always_xy=True)
     by_code: dict[str, np.ndarray] = {}
     for tile, world, _chain in tiles_with_world(doc):
         if "content" in tile:
-            glb = Glb(report.path / tile["content"]["uri"])
+            glb = Glb(tmp_path / "decoded" / tile["content"]["uri"])
             pos, ids = glb.vertices()
             ecef = to_ecef(pos, world)
             for fid, code in enumerate(glb.property_table()["building_code"]):

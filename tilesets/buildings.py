@@ -21,15 +21,27 @@ Decisions recorded here:
   a ring left with fewer than 3 vertices is dropped (with its holes, if it was an exterior ring).
 - **Colour by use.** One material per building use (one primitive per use present in the tile), so colour
   costs no per-vertex bytes; viewers can restyle by the ``use`` property.
+- **Compression.** Tiles are written with ``EXT_meshopt_compression`` (`tilesets.gltf.Meshopt`): positions
+  snapped to a power-of-two grid of at most 2^-10 m (0.98 mm) per tile, so a drawn vertex is at most 0.85 mm
+  (half a step along each axis) from the exact one, and the budget for placement stays at 1 cm; the grid
+  only gets coarser beyond 8 km from the tile origin (2 mm at 16 km), farther than any leaf reaches. Normals
+  stay flat per face: CesiumJS does not compute normals when they are absent, it draws such models unlit.
+  Measured on the demo district at scale 20 (113k buildings): 574 → ~250 bytes per building (py3dtiles'
+  b3dm: 635). ``compress=False`` writes the previous uncompressed form. Codes stay STRING properties
+  (building 19 digits, grid 14, parcel): as UINT64 they would save ~25 bytes per building, but CesiumJS hands
+  64-bit integers to styles and pickers as BigInt or, without it, as a lossy Number, and codes are looked up
+  and shown as text.
 - **Size estimate** used by the planner: ``118 * vertices + 100`` bytes per building: 5 glTF vertices of 20
   bytes per footprint vertex (roof + 4 wall corners; float32 position, byte normal, float feature id), ~3
-  triangles per footprint vertex with 16-bit indices (18 bytes), ~100 bytes of property table.
+  triangles per footprint vertex with 16-bit indices (18 bytes), ~100 bytes of property table. That is the
+  decoded size, what a viewer holds in memory, which is what a tile budget is for; compressed files are
+  about 45 % of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import mapbox_earcut
@@ -40,7 +52,16 @@ import shapely
 from cim.crs import storage_to_ecef
 from cim.model import BUILDING_USES, HEIGHT_SOURCES
 from cim.store.tiles import BuildingRows
-from tilesets.gltf import Material, Primitive, PropertyTable, column_min_max, glb_bytes
+from tilesets.gltf import (
+    Material,
+    Meshopt,
+    Primitive,
+    PropertyTable,
+    column_min_max,
+    glb_bytes,
+    position_step,
+    snap_to_step,
+)
 from tilesets.tileset import LocalFrame, aligned_box, ellipsoid_up
 
 FloatArray = npt.NDArray[np.float64]
@@ -48,6 +69,7 @@ IntArray = npt.NDArray[np.int64]
 
 BYTES_PER_FOOTPRINT_VERTEX = 118
 BYTES_PER_BUILDING = 100
+MAX_POSITION_ERROR_M = 0.001  # farthest a compressed vertex may be from the exact one (within 8 km: Compression)
 
 
 def _linear(hex_rgb: str) -> tuple[float, float, float, float]:
@@ -228,8 +250,11 @@ def triangulate_roofs(fp: Footprints, origin: tuple[float, float]) -> IntArray:
     ring_end = (fp.ring_start[1:] - fp.poly_start[ring_poly]).astype(np.uint32)
     vstart, rstart = fp.poly_start.tolist(), fp.poly_rings.tolist()
     earcut = mapbox_earcut.triangulate_float64
-    parts = [earcut(xy[vstart[p] : vstart[p + 1]], ring_end[rstart[p] : rstart[p + 1]]) for p in range(n_polys)]
-    counts = np.fromiter((len(t) for t in parts), dtype=np.int64, count=n_polys)
+    parts = [
+        earcut(xy[v0:v1], ring_end[r0:r1])
+        for v0, v1, r0, r1 in zip(vstart, vstart[1:], rstart, rstart[1:], strict=False)
+    ]
+    counts = np.fromiter(map(len, parts), dtype=np.int64, count=n_polys)
     tris = (np.concatenate(parts).astype(np.int64) + np.repeat(fp.poly_start[:-1], counts)).reshape(-1, 3)
     a, b, c = xy[tris[:, 0]], xy[tris[:, 1]], xy[tris[:, 2]]
     area2 = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
@@ -354,8 +379,9 @@ def _split_by_use(mesh: Mesh, use_of_building: IntArray) -> list[Primitive]:
     return prims
 
 
-def building_tile(rows: BuildingRows) -> BuildingTile:
-    """The glTF tile of ``rows``: feature id i is the i-th building after sorting by (use, code)."""
+def building_tile(rows: BuildingRows, compress: bool = True) -> BuildingTile:
+    """The glTF tile of ``rows``: feature id i is the i-th building after sorting by (use, code); meshopt-
+    compressed with positions snapped to a grid of at most 1 mm (module docstring) unless ``compress`` is off."""
     if len(rows) == 0:
         raise ValueError("a building tile needs at least one building")
     use_idx = np.array([_USE_INDEX[u] for u in rows.use], dtype=np.int64)
@@ -366,6 +392,10 @@ def building_tile(rows: BuildingRows) -> BuildingTile:
     (xmin, ymin), (xmax, ymax) = column_min_max(fp.xy)
     frame = LocalFrame.at_storage_point((xmin + xmax) / 2, (ymin + ymax) / 2, float(ground.min()))
     mesh = extrude(fp, ground, height, frame)
+    compression = None
+    if compress:
+        compression = Meshopt(position_step(mesh.positions, MAX_POSITION_ERROR_M))
+        mesh = replace(mesh, positions=snap_to_step(mesh.positions, compression.position_step))
     used = np.unique(use_idx)
     material_of_use = np.full(len(BUILDING_USES), -1, dtype=np.int64)
     material_of_use[used] = np.arange(len(used))
@@ -386,7 +416,7 @@ def building_tile(rows: BuildingRows) -> BuildingTile:
             "version": rows.version[order],
         },
     )
-    glb = glb_bytes(prims, [USE_MATERIALS[i] for i in used], BUILDING_SCHEMA, table)
+    glb = glb_bytes(prims, [USE_MATERIALS[i] for i in used], BUILDING_SCHEMA, table, compression=compression)
     # The box comes from the float32 positions actually written, back in east-north-up.
     p32 = mesh.positions.astype(np.float32).astype(np.float64)
     enu_min, enu_max = column_min_max(np.stack([p32[:, 0], -p32[:, 2], p32[:, 1]], axis=1))

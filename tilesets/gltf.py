@@ -6,7 +6,7 @@ y-up) and a metadata schema with column arrays; how buildings or pipes become me
 
 Decisions recorded here:
 - Every bufferView starts on an 8-byte boundary (``EXT_structural_metadata`` asks for it so 64-bit
-  property values could be read in place) and gets its own accessor, so no ``byteStride`` is needed.
+  property values could be read in place); uncompressed, each gets its own accessor.
 - The GLB's BIN chunk *data* starts at an 8-byte offset in the file (the JSON chunk is padded with spaces
   accordingly) and ``buffer.byteLength`` is the padded BIN length, so chunk and buffer agree exactly.
 - Normals are normalized signed bytes (``KHR_mesh_quantization``, required; 4 bytes per vertex instead of
@@ -20,16 +20,33 @@ Decisions recorded here:
 - Strings in property tables are UTF-8 with UINT32 offsets; ``None`` is written as the property's
   ``noData`` value, which the schema must declare. An optional string property without any value in a
   table is left out of that table (allowed for non-required properties; readers get noData).
+- **Compression** (optional, `Meshopt`): ``EXT_meshopt_compression`` (required when used) over the vertex
+  and index data, meshoptimizer's codecs through the ``meshopt`` binding; CesiumJS decodes it with the same
+  library. All primitives share four compressed bufferViews (positions, normals, feature ids, indices; each
+  accessor at an offset), so the JSON and the codecs' per-stream overhead do not grow with the primitive
+  count. Each primitive's vertices are put in first-use order, which is what the index codec needs (their
+  order carries no meaning; triangles already come building by building, and meshoptimizer's vertex-cache
+  reordering gained under 0.1 %). Positions go through the EXPONENTIAL filter with one power-of-two step for
+  the whole GLB: the caller snaps them to that grid first (`position_step`, `snap_to_step`), the writer stores
+  each coordinate as the exact integer multiple of the step, and what a viewer decodes is exactly the snapped
+  float32 value; the only error is the caller's rounding, at most half a step per axis. Normals and feature
+  ids are compressed as they are (runs of equal values cost almost nothing). Property tables stay
+  uncompressed, so metadata tools that do not decode meshopt still read them. The fallback buffer (buffer 1)
+  has no data, as the extension allows for files that require it. The Khronos validator cannot decode
+  meshopt, so it checks the JSON and the property tables but not the compressed arrays: tests decode the
+  tiles with meshoptimizer's JS decoder (tests/js/decode_meshopt.mjs) and validate the result too.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import meshopt
 import numpy as np
 import numpy.typing as npt
 
@@ -44,6 +61,8 @@ BYTE = 5120
 UNSIGNED_SHORT = 5123
 UNSIGNED_INT = 5125
 TRIANGLES = 4
+MESHOPT = "EXT_meshopt_compression"
+MAX_MANTISSA = 2**23 - 1  # the EXPONENTIAL filter's signed 24-bit mantissa
 
 _METADATA_DTYPES: dict[str, str] = {
     "INT8": "<i1",
@@ -86,6 +105,44 @@ class Primitive:
     material: int
 
 
+@dataclass(frozen=True)
+class Meshopt:
+    """Write vertex and index data with ``EXT_meshopt_compression``; ``position_step`` (a power of two) is the
+    grid every position coordinate lies on (see `snap_to_step`)."""
+
+    position_step: float
+
+    def __post_init__(self) -> None:
+        exponent = math.log2(self.position_step) if self.position_step > 0 else math.nan
+        if not (exponent.is_integer() and -100 <= exponent <= 100):
+            raise GltfError(f"position_step must be a power of two between 2^-100 and 2^100, got {self.position_step}")
+
+    @property
+    def exponent(self) -> int:
+        return int(math.log2(self.position_step))
+
+
+def position_step(positions: npt.ArrayLike, max_error: float) -> float:
+    """The coarsest power-of-two grid on which no point of ``positions`` (n, 3) moves farther than ``max_error``
+    when snapped (half a step along each axis: a distance of up to sqrt(3) / 2 steps), made coarser only if a
+    coordinate would not fit the filter's 24-bit mantissa (beyond 2^23 steps from the origin: 8 km for a
+    1/1024 m step, where float32 itself is no finer)."""
+    if max_error <= 0:
+        raise GltfError("max_error must be positive")
+    exponent = math.floor(math.log2(2 * max_error / math.sqrt(3)))
+    extent = float(np.abs(np.asarray(positions, dtype=np.float64)).max(initial=0.0))
+    if not math.isfinite(extent):
+        raise GltfError("positions must be finite")
+    while extent / 2.0**exponent + 0.5 > MAX_MANTISSA:
+        exponent += 1
+    return 2.0**exponent
+
+
+def snap_to_step(values: npt.ArrayLike, step: float) -> npt.NDArray[np.float64]:
+    """Values rounded to the nearest multiple of ``step`` (what a `Meshopt` GLB stores and viewers decode)."""
+    return np.asarray(np.round(np.asarray(values, dtype=np.float64) / step) * step, dtype=np.float64)
+
+
 @dataclass
 class PropertyTable:
     """One row per feature of ``class_name``; ``columns`` maps property ids of the schema class to values:
@@ -103,6 +160,7 @@ class _Binary:
     parts: list[bytes] = field(default_factory=list)
     length: int = 0
     views: list[dict[str, Any]] = field(default_factory=list)
+    fallback_length: int = 0  # bytes of the data-less fallback buffer the compressed views decode into
 
     def add(self, data: bytes, target: int | None = None) -> int:
         if not data:
@@ -118,6 +176,39 @@ class _Binary:
         self.length += len(data)
         self.views.append(view)
         return len(self.views) - 1
+
+    def add_compressed(self, raw: npt.NDArray[Any], mode: str, target: int, filter_: str | None = None) -> int:
+        """A bufferView of ``raw`` (one row per element) stored meshopt-compressed in the BIN chunk; its
+        uncompressed place is in the data-less fallback buffer 1."""
+        if raw.size == 0:
+            raise GltfError("glTF bufferViews must not be empty")
+        count = len(raw)
+        byte_stride = raw.nbytes // count
+        encoded = meshopt.encode_gltf_buffer(raw, mode)
+        view = self.add(encoded)
+        compressed = self.views[view]
+        self.fallback_length += (-self.fallback_length) % 8
+        ext: dict[str, Any] = {
+            "buffer": 0,
+            "byteOffset": compressed["byteOffset"],
+            "byteLength": compressed["byteLength"],
+            "byteStride": byte_stride,
+            "mode": mode,
+            "count": count,
+        }
+        if filter_ is not None:
+            ext["filter"] = filter_
+        self.views[view] = {
+            "buffer": 1,
+            "byteOffset": self.fallback_length,
+            "byteLength": byte_stride * count,
+            "target": target,
+            "extensions": {MESHOPT: ext},
+        }
+        if target == ARRAY_BUFFER:
+            self.views[view]["byteStride"] = byte_stride
+        self.fallback_length += byte_stride * count
+        return view
 
     def payload(self) -> bytes:
         pad = (-self.length) % 8
@@ -147,19 +238,24 @@ def _vec3_accessor(binary: _Binary, values: npt.NDArray[Any], with_bounds: bool)
     return acc
 
 
-def _normal_accessor(binary: _Binary, normals: npt.NDArray[Any]) -> dict[str, Any]:
+def _packed_normals(normals: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
     """Unit normals as normalized signed bytes (KHR_mesh_quantization), padded to 4 bytes per vertex."""
     n = np.asarray(normals, dtype=np.float64)
     if n.ndim != 2 or n.shape[1] != 3 or not np.isfinite(n).all():
         raise GltfError(f"normals must be finite (n, 3) values, got shape {n.shape}")
     packed = np.zeros((len(n), 4), dtype=np.int8)
     packed[:, :3] = np.clip(np.round(n * 127.0), -127, 127)
+    return packed
+
+
+def _normal_accessor(binary: _Binary, normals: npt.NDArray[Any]) -> dict[str, Any]:
+    packed = _packed_normals(normals)
     view = binary.add(packed.tobytes(), ARRAY_BUFFER)
     binary.views[view]["byteStride"] = 4
-    return {"bufferView": view, "componentType": BYTE, "normalized": True, "count": len(n), "type": "VEC3"}
+    return {"bufferView": view, "componentType": BYTE, "normalized": True, "count": len(packed), "type": "VEC3"}
 
 
-def _primitive_json(binary: _Binary, accessors: list[dict[str, Any]], prim: Primitive) -> dict[str, Any]:
+def _check_primitive(prim: Primitive) -> None:
     n = len(prim.positions)
     if n == 0 or len(prim.indices) == 0 or len(prim.indices) % 3:
         raise GltfError(
@@ -170,49 +266,150 @@ def _primitive_json(binary: _Binary, accessors: list[dict[str, Any]], prim: Prim
     index_max = int(prim.indices.max())
     if index_max >= n or int(prim.indices.min()) < 0:
         raise GltfError(f"index {index_max} is outside the primitive's {n} vertices")
-    ids = np.ascontiguousarray(prim.feature_ids, dtype="<f4")
-    index_dtype, index_type = ("<u2", UNSIGNED_SHORT) if n < 65535 else ("<u4", UNSIGNED_INT)
-    indices = np.ascontiguousarray(prim.indices, dtype=index_dtype)
-    first = len(accessors)
-    accessors.append(_vec3_accessor(binary, prim.positions, with_bounds=True))
-    accessors.append(_normal_accessor(binary, prim.normals))
-    accessors.append(
-        {
-            "bufferView": binary.add(ids.tobytes(), ARRAY_BUFFER),
-            "componentType": FLOAT,
-            "count": n,
-            "type": "SCALAR",
-        }
-    )
-    accessors.append(
-        {
-            "bufferView": binary.add(indices.tobytes(), ELEMENT_ARRAY_BUFFER),
-            "componentType": index_type,
-            "count": len(indices),
-            "type": "SCALAR",
-        }
-    )
+
+
+def _distinct_count(ids: npt.ArrayLike) -> int:
+    """How many different feature ids (non-negative integers) there are, without sorting them."""
+    values = np.asarray(ids).astype(np.int64, copy=False)
+    if values.size and int(values.min()) < 0:
+        raise GltfError("feature ids must not be negative")
+    return int(np.count_nonzero(np.bincount(values)))
+
+
+def _primitive_dict(first_accessor: int, material: int, feature_ids: npt.ArrayLike) -> dict[str, Any]:
+    """A primitive's JSON; its POSITION, NORMAL, _FEATURE_ID_0 and indices accessors are consecutive."""
     return {
-        "attributes": {"POSITION": first, "NORMAL": first + 1, "_FEATURE_ID_0": first + 2},
-        "indices": first + 3,
-        "material": prim.material,
+        "attributes": {"POSITION": first_accessor, "NORMAL": first_accessor + 1, "_FEATURE_ID_0": first_accessor + 2},
+        "indices": first_accessor + 3,
+        "material": material,
         "mode": TRIANGLES,
         "extensions": {
             "EXT_mesh_features": {
-                "featureIds": [{"featureCount": len(np.unique(prim.feature_ids)), "attribute": 0, "propertyTable": 0}]
+                "featureIds": [{"featureCount": _distinct_count(feature_ids), "attribute": 0, "propertyTable": 0}]
             }
         },
     }
 
 
+def _primitive_json(binary: _Binary, accessors: list[dict[str, Any]], prim: Primitive) -> dict[str, Any]:
+    """An uncompressed primitive: its own four bufferViews."""
+    _check_primitive(prim)
+    n = len(prim.positions)
+    ids = np.ascontiguousarray(prim.feature_ids, dtype="<f4")
+    index_dtype, index_type = ("<u2", UNSIGNED_SHORT) if n < 65535 else ("<u4", UNSIGNED_INT)
+    indices = np.ascontiguousarray(prim.indices, dtype=index_dtype).reshape(-1)
+    first = len(accessors)
+    accessors.append(_vec3_accessor(binary, prim.positions, with_bounds=True))
+    accessors.append(_normal_accessor(binary, prim.normals))
+    id_view = binary.add(ids.tobytes(), ARRAY_BUFFER)
+    accessors.append({"bufferView": id_view, "componentType": FLOAT, "count": n, "type": "SCALAR"})
+    index_view = binary.add(indices.tobytes(), ELEMENT_ARRAY_BUFFER)
+    accessors.append({"bufferView": index_view, "componentType": index_type, "count": len(indices), "type": "SCALAR"})
+    return _primitive_dict(first, prim.material, prim.feature_ids)
+
+
+def _exponential_words(positions: npt.NDArray[Any], compression: Meshopt) -> npt.NDArray[np.uint32]:
+    """Positions on the ``position_step`` grid as EXPONENTIAL-filter words (exponent byte, 24-bit mantissa)."""
+    arr = np.asarray(positions, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] != 3 or not np.isfinite(arr).all():
+        raise GltfError(f"positions must be finite (n, 3) values, got shape {arr.shape}")
+    mantissa = arr / compression.position_step
+    steps = np.round(mantissa)
+    if not np.array_equal(steps, mantissa):
+        raise GltfError("positions are not multiples of the position step: snap them with snap_to_step first")
+    if np.abs(steps).max(initial=0.0) > MAX_MANTISSA:
+        raise GltfError("positions are too far from the origin for the position step (use position_step)")
+    words = (steps.astype(np.int64) & 0xFFFFFF) | ((compression.exponent & 0xFF) << 24)
+    return np.ascontiguousarray(words, dtype="<u4")
+
+
+def _compressed_primitives(
+    binary: _Binary, accessors: list[dict[str, Any]], primitives: Sequence[Primitive], compression: Meshopt
+) -> list[dict[str, Any]]:
+    """All primitives in four shared meshopt-compressed bufferViews (positions, normals, feature ids, indices;
+    accessors at byte offsets into them): one stream per kind instead of four per primitive keeps the JSON and
+    the codecs' per-stream overhead small. Indices stay local to each primitive's vertices."""
+    for prim in primitives:
+        _check_primitive(prim)
+    # One renumbering for all primitives: vertices in first-use order (what the index codec needs), unused ones
+    # dropped. Each primitive's indices only reach its own vertices, so its vertices stay one contiguous block.
+    sizes = np.array([len(p.positions) for p in primitives], dtype=np.int64)
+    first_vertex = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    index_counts = np.array([np.asarray(p.indices).size for p in primitives], dtype=np.int64)
+    shifted = np.concatenate(
+        [np.asarray(p.indices).reshape(-1) + v0 for p, v0 in zip(primitives, first_vertex, strict=True)]
+    )
+    new_indices, remap, unique = meshopt.reorder_mesh(shifted.astype(np.uint32), triangles=False, optsize=False)
+    used = remap < unique
+    order = np.empty(unique, dtype=np.int64)
+    order[remap[used]] = np.flatnonzero(used)
+    counts = np.add.reduceat(used.astype(np.int64), first_vertex)
+    vstart = np.concatenate([[0], np.cumsum(counts)])
+    istart = np.concatenate([[0], np.cumsum(index_counts)])
+    feature_ids = np.concatenate([np.asarray(p.feature_ids) for p in primitives])[order]
+    positions = np.concatenate([np.asarray(p.positions, dtype=np.float64) for p in primitives])[order]
+    normals = np.concatenate([np.asarray(p.normals) for p in primitives])[order]
+    wide = bool(counts.max() >= 65535)
+    index_dtype, index_type = ("<u4", UNSIGNED_INT) if wide else ("<u2", UNSIGNED_SHORT)
+    indices = (new_indices.astype(np.int64) - np.repeat(vstart[:-1], index_counts)).astype(index_dtype)
+    pos_view = binary.add_compressed(
+        _exponential_words(positions, compression), "ATTRIBUTES", ARRAY_BUFFER, "EXPONENTIAL"
+    )
+    normal_view = binary.add_compressed(_packed_normals(normals), "ATTRIBUTES", ARRAY_BUFFER)
+    id_view = binary.add_compressed(feature_ids.astype("<f4").reshape(-1, 1), "ATTRIBUTES", ARRAY_BUFFER)
+    index_view = binary.add_compressed(indices, "TRIANGLES", ELEMENT_ARRAY_BUFFER)
+    out = []
+    for k, prim in enumerate(primitives):
+        first, v0, n = len(accessors), int(vstart[k]), int(counts[k])
+        lo, hi = column_min_max(positions[v0 : v0 + n].astype(np.float32))  # exact: |mantissa| < 2^24
+        accessors.append(
+            {
+                "bufferView": pos_view,
+                "byteOffset": 12 * v0,
+                "componentType": FLOAT,
+                "count": n,
+                "type": "VEC3",
+                "min": lo.tolist(),
+                "max": hi.tolist(),
+            }
+        )
+        accessors.append(
+            {
+                "bufferView": normal_view,
+                "byteOffset": 4 * v0,
+                "componentType": BYTE,
+                "normalized": True,
+                "count": n,
+                "type": "VEC3",
+            }
+        )
+        accessors.append(
+            {"bufferView": id_view, "byteOffset": 4 * v0, "componentType": FLOAT, "count": n, "type": "SCALAR"}
+        )
+        accessors.append(
+            {
+                "bufferView": index_view,
+                "byteOffset": int(istart[k]) * indices.itemsize,
+                "componentType": index_type,
+                "count": int(index_counts[k]),
+                "type": "SCALAR",
+            }
+        )
+        out.append(_primitive_dict(first, prim.material, feature_ids[v0 : v0 + n]))
+    return out
+
+
 def _string_column(binary: _Binary, values: Sequence[Any], no_data: str | None, name: str) -> dict[str, int]:
-    if no_data is not None:
-        texts = [no_data if v is None else str(v) for v in values]
-    elif any(v is None for v in values):
-        raise GltfError(f"property {name!r} has a missing value but its schema declares no noData")
-    else:
-        texts = [str(v) for v in values]
-    joined = "".join(texts)
+    texts = list(values)
+    if None in texts:
+        if no_data is None:
+            raise GltfError(f"property {name!r} has a missing value but its schema declares no noData")
+        texts = [no_data if v is None else v for v in texts]
+    try:
+        joined = "".join(texts)
+    except TypeError:  # not all str: format them
+        texts = [str(v) for v in texts]
+        joined = "".join(texts)
     if joined.isascii():  # codes: one encode, lengths in characters are lengths in bytes
         data, lengths = joined.encode("ascii"), np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
     else:
@@ -260,21 +457,34 @@ def glb_bytes(
     schema: Mapping[str, Any],
     table: PropertyTable,
     generator: str = "cim-twin tilesets",
+    compression: Meshopt | None = None,
 ) -> bytes:
-    """A complete GLB: one node, one mesh of ``primitives``, the property table their feature ids index.
+    """A complete GLB: one node, one mesh of ``primitives``, the property table their feature ids index;
+    vertex and index data meshopt-compressed when ``compression`` is given (module docstring).
 
-    Raises GltfError when arrays are inconsistent (lengths, indices out of range, NaN)."""
+    Raises GltfError when arrays are inconsistent (lengths, indices out of range, NaN, positions off the
+    compression's grid)."""
     if not primitives:
         raise GltfError("a glTF tile needs at least one primitive")
     binary = _Binary()
     accessors: list[dict[str, Any]] = []
-    prims = [_primitive_json(binary, accessors, p) for p in primitives]
+    if compression is None:
+        prims = [_primitive_json(binary, accessors, p) for p in primitives]
+    else:
+        prims = _compressed_primitives(binary, accessors, primitives, compression)
     metadata = {"schema": schema, "propertyTables": [_property_table_json(binary, schema, table)]}
     payload = binary.payload()
+    used = ["EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"]
+    required = ["KHR_mesh_quantization"]
+    buffers: list[dict[str, Any]] = [{"byteLength": len(payload)}]
+    if compression is not None:
+        used.append(MESHOPT)
+        required.append(MESHOPT)
+        buffers.append({"byteLength": binary.fallback_length, "extensions": {MESHOPT: {"fallback": True}}})
     doc: dict[str, Any] = {
         "asset": {"version": "2.0", "generator": generator},
-        "extensionsUsed": ["EXT_mesh_features", "EXT_structural_metadata", "KHR_mesh_quantization"],
-        "extensionsRequired": ["KHR_mesh_quantization"],
+        "extensionsUsed": used,
+        "extensionsRequired": required,
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],
@@ -292,7 +502,7 @@ def glb_bytes(
         ],
         "accessors": accessors,
         "bufferViews": binary.views,
-        "buffers": [{"byteLength": len(payload)}],
+        "buffers": buffers,
         "extensions": {"EXT_structural_metadata": metadata},
     }
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

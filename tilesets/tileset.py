@@ -158,18 +158,20 @@ def ecef_box_around(points: npt.ArrayLike, margin: float = BOX_MARGIN_M) -> list
 @dataclass
 class Tile:
     """One tile: bounding box (in its parent's frame combined with its own ``transform``), geometric error
-    in metres, optional content URI relative to tileset.json, optional local frame, children."""
+    in metres, optional content URI relative to tileset.json, optional local frame, children, and an
+    optional ``refine`` overriding the one inherited from the parent ("ADD" or "REPLACE")."""
 
     box: list[float]
     geometric_error: float
     content_uri: str | None = None
     transform: list[float] | None = None
     children: list[Tile] = field(default_factory=list)
+    refine: str | None = None
 
     def to_json(self, refine: str | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {"boundingVolume": {"box": self.box}, "geometricError": self.geometric_error}
-        if refine:
-            out["refine"] = refine
+        if self.refine or refine:
+            out["refine"] = self.refine or refine
         if self.transform is not None:
             out["transform"] = self.transform
         if self.content_uri is not None:
@@ -185,13 +187,24 @@ class Tile:
 
 
 def tileset_document(
-    root: Tile, geometric_error: float, tileset_version: str, refine: str = "ADD", **asset_extras: Any
+    root: Tile,
+    geometric_error: float,
+    tileset_version: str,
+    refine: str = "ADD",
+    extras: dict[str, Any] | None = None,
+    **asset_extras: Any,
 ) -> dict[str, Any]:
-    """The ``tileset.json`` object (3D Tiles 1.1); ``refine`` is set on the root and inherited."""
-    if refine not in ("ADD", "REPLACE"):
-        raise ValueError(f"refine must be ADD or REPLACE, not {refine!r}")
+    """The ``tileset.json`` object (3D Tiles 1.1); ``refine`` is set on the root (unless the root tile has its
+    own) and inherited; ``extras`` (application data, e.g. what a viewer needs to combine layers) goes on the
+    tileset object."""
+    for value in (refine, *(t.refine for t in root.walk() if t.refine is not None)):
+        if value not in ("ADD", "REPLACE"):
+            raise ValueError(f"refine must be ADD or REPLACE, not {value!r}")
     asset = {"version": "1.1", "tilesetVersion": tileset_version, "generator": "cim-twin tilesets", **asset_extras}
-    return {"asset": asset, "geometricError": geometric_error, "root": root.to_json(refine=refine)}
+    doc: dict[str, Any] = {"asset": asset, "geometricError": geometric_error, "root": root.to_json(refine=refine)}
+    if extras:
+        doc["extras"] = extras
+    return doc
 
 
 def write_json(path: Path, doc: Any) -> None:

@@ -120,3 +120,13 @@ def get_asset(conn: psycopg.Connection, name: str) -> AssetRecord | None:
         sha256=row[16],
         attributes=dict(row[17]),
     )
+
+
+def assets_of_kind(conn: psycopg.Connection, kind: str) -> list[AssetRecord]:
+    """Every registered asset of ``kind`` (``pointcloud`` or ``mesh``), ordered by name (the 3D Tiles step
+    tiles each one; a catalogue holds tens of assets, so one `get_asset` per name is fine)."""
+    if kind not in ASSET_KINDS:
+        raise ValueError(f"asset kind must be one of {ASSET_KINDS}, not {kind!r}")
+    names = [r[0] for r in conn.execute("SELECT name FROM assets WHERE kind = %s ORDER BY name", (kind,)).fetchall()]
+    records = [get_asset(conn, name) for name in names]
+    return [r for r in records if r is not None]

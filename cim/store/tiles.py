@@ -21,12 +21,13 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, LiteralString
 
 import numpy as np
 import numpy.typing as npt
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params
 from psycopg.types.json import Jsonb
 
 from cim.db import connect
@@ -101,6 +102,13 @@ def read_snapshot(settings: Settings | None = None) -> Iterator[psycopg.Connecti
         yield conn
 
 
+def fetch_columns(conn: psycopg.Connection, query: LiteralString, params: Params | None, width: int) -> list[Any]:
+    """The result's columns, one tuple each (read in binary; ``width`` empty ones when no row matches): the
+    shape the tile-row dataclasses are filled from."""
+    rows = conn.execute(query, params, binary=True).fetchall()
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
 def building_index(conn: psycopg.Connection, chunk_rows: int = 100_000) -> BuildingIndex:
     """The index of every current building, streamed through a server-side cursor in chunks."""
     parts: list[np.ndarray] = []
@@ -116,16 +124,16 @@ def building_index(conn: psycopg.Connection, chunk_rows: int = 100_000) -> Build
 def building_rows(conn: psycopg.Connection, codes: Sequence[int]) -> BuildingRows:
     """Full rows of the given buildings (codes as integers, as in the index; missing ones are left out),
     ordered by code."""
-    rows = conn.execute(
+    cols = fetch_columns(
+        conn,
         """
         SELECT building_code, name, use, height_m, storeys, ground_elevation_m, grid_code, parcel_code,
                height_source, version, ST_AsBinary(footprint)
           FROM buildings WHERE building_code = ANY(%s::bigint[]::text[]) ORDER BY building_code
         """,
         ([int(c) for c in codes],),
-        binary=True,
-    ).fetchall()
-    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [()] * 11
+        11,
+    )
     return BuildingRows(
         building_code=list(cols[0]),
         name=list(cols[1]),
