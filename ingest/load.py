@@ -127,15 +127,19 @@ def load_prepared(
             if options.survey_date:
                 # The history trigger stamps versions with this time instead of now().
                 set_change_time(conn, options.survey_date)
-            digests: dict[Path, str] = {}  # a GeoPackage of several layers is hashed once
-            for path, part in parts:
-                stream = part if isinstance(part, PreparedStream) else PreparedStream.of(part)
-                report = _load_one(conn, path, stream, allow_rejects, options, progress)
-                report.dry_run = dry_run
-                if path not in digests:
-                    digests[path] = file_sha256(path)
-                _record_run(conn, path, digests[path], report, started)
-                reports.append(report)
+            # Each file is hashed once (a GeoPackage of several layers too), in the background while it loads:
+            # hashlib does not hold the GIL over large blocks.
+            hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-sha256")
+            try:
+                digests = {path: hashing.submit(file_sha256, path) for path in dict.fromkeys(p for p, _ in parts)}
+                for path, part in parts:
+                    stream = part if isinstance(part, PreparedStream) else PreparedStream.of(part)
+                    report = _load_one(conn, path, stream, allow_rejects, options, progress)
+                    report.dry_run = dry_run
+                    _record_run(conn, path, digests[path].result(), report, started)
+                    reports.append(report)
+            finally:
+                hashing.shutdown(wait=False, cancel_futures=True)  # a failed load does not wait for a hash
             if dry_run:
                 raise _RollBack
     except _RollBack:

@@ -197,17 +197,19 @@ class Checker:
         if required:
             self.reject(col.isna().to_numpy(), f"{label} is missing")
         if pattern is not None:
-            fullmatch = re.compile(pattern).fullmatch
-            bad = np.array([v is not None and fullmatch(v) is None for v in col], dtype=bool)
+            present, values = _present(col)
+            bad = np.zeros(len(col), dtype=bool)
+            bad[present] = [m is None for m in map(re.compile(pattern).fullmatch, values)]
             self.reject(bad, [f"{label} {v!r} is not valid" for v in col[bad]])
         self.columns[name] = col
         return col
 
     def enum(self, name: str, allowed: Sequence[str], required: bool = True, default: str | None = None) -> pd.Series:
-        col = self.text(name, required=required and default is None, default=default)
-        col = pd.Series([None if v is None else v.lower() for v in col], dtype=object)
-        known = set(allowed)
-        bad = np.fromiter((v is not None and v not in known for v in col), dtype=bool, count=len(col))
+        present, values = _present(self.text(name, required=required and default is None, default=default))
+        lowered = np.full(len(present), None, dtype=object)
+        lowered[present] = np.fromiter(map(str.lower, values), dtype=object, count=len(values))
+        col = pd.Series(lowered, dtype=object)
+        bad = present & ~col.isin(list(allowed)).to_numpy()
         self.reject(bad, [f"{name} {v!r} is not one of {', '.join(allowed)}" for v in col[bad]])
         self.columns[name] = col
         return col
@@ -415,7 +417,15 @@ def _text_series(raw: pd.Series) -> pd.Series:
         text = raw.astype("string").where(~whole, raw.where(whole).astype("Int64").astype("string"))
     elif raw.dtype == object or isinstance(raw.dtype, pd.StringDtype):
         values = _objects(raw)
-        return pd.Series([(v.strip() or None) if type(v) is str else _stripped(v) for v in values], dtype=object)
+        present = pd.notna(values)
+        try:  # all text: str.strip mapped in C, then empty → None in one comparison
+            stripped = np.fromiter(map(str.strip, values[present]), dtype=object, count=int(present.sum()))
+        except TypeError:  # numbers, dates, … among the text
+            return pd.Series([(v.strip() or None) if type(v) is str else _stripped(v) for v in values], dtype=object)
+        out = np.full(len(values), None, dtype=object)
+        out[present] = stripped
+        out[out == ""] = None
+        return pd.Series(out, dtype=object)
     else:
         text = raw.astype("string")
     text = text.str.strip()
@@ -438,13 +448,22 @@ def _stripped(value: object) -> str | None:
 
 def _with_offsets(text: pd.Series) -> pd.Series:
     """Times without an offset are Asia/Shanghai (+08:00); bare dates are midnight there."""
-    return pd.Series([None if v is None else _with_offset(v) for v in text], dtype=object)
+    present, values = _present(text)
+    date_only = np.array([m is not None for m in map(_DATE_ONLY.fullmatch, values)], dtype=bool)
+    has_offset = np.zeros(len(values), dtype=bool)
+    times = values[~date_only]
+    # An offset is at most 6 characters at the end: searching those alone spares a scan of every position.
+    has_offset[~date_only] = [m is not None for m in map(_HAS_OFFSET.search, (t[-6:] for t in times))]
+    out = np.full(len(present), None, dtype=object)
+    out[present] = np.where(date_only, values + "T00:00:00+08:00", np.where(has_offset, values, values + "+08:00"))
+    return pd.Series(out, dtype=object)
 
 
-def _with_offset(text: str) -> str:
-    if _DATE_ONLY.fullmatch(text):
-        return text + "T00:00:00+08:00"
-    return text if _HAS_OFFSET.search(text) else text + "+08:00"
+def _present(col: pd.Series) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:
+    """Where a text column (str or None) has a value, and those values (for functions mapped over them)."""
+    values = col.to_numpy(dtype=object)
+    present = np.asarray(pd.notna(values), dtype=bool)
+    return present, values[present]
 
 
 def _one(n: int, i: int) -> npt.NDArray[np.bool_]:

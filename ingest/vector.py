@@ -5,10 +5,11 @@ Decisions:
   declaration is missing or wrong). A file with neither is refused.
 - Coordinates that look like degrees in a file declared projected are refused: that is nearly always a
   missing or wrong CRS, and loading it would put the city in the sea off Africa.
-- Large files are read in chunks (``read_vector_chunks``) so that checking and loading one chunk overlaps
-  reading the next, and progress can be shown. Only formats GDAL can seek in (GeoPackage, Shapefile,
-  FlatGeobuf) are read that way; the layer-wide checks then use the extent the file declares, and the
-  check that every coordinate could be transformed runs when the last chunk is in.
+- Large files are read in chunks (``read_vector_chunks``), by a forked process reading one chunk ahead
+  (``ingest.read_ahead``), so that reading, checking and loading overlap, and progress can be shown. Only
+  formats GDAL can seek in (GeoPackage, Shapefile, FlatGeobuf) are read that way; the layer-wide checks
+  then use the extent the file declares, and the check that every coordinate could be transformed runs
+  when the last chunk is in.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -29,6 +31,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError as ProjCRSError
 
 from ingest.errors import IngestError
+from ingest.read_ahead import read_ahead
 
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb"}
 SEEKABLE_SUFFIXES = {".gpkg", ".shp", ".fgb"}
@@ -106,7 +109,8 @@ def read_vector_chunks(
     _refuse_degrees_in_projected(bounds, source, where)
     _refuse_metres_in_geographic(bounds, source, where)
     total = int(info["features"])
-    return VectorChunks(where, total, _chunks(path, layer, encoding, where, source, storage_srid, chunk_rows))
+    chunks = partial(_chunks, path, layer, encoding, where, source, storage_srid, chunk_rows)
+    return VectorChunks(where, total, read_ahead(chunks))
 
 
 def _check_path(path: Path, layer: str | None) -> str:
