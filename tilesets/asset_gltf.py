@@ -26,17 +26,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-GLB_MAGIC = 0x46546C67
-CHUNK_JSON = 0x4E4F534A
-CHUNK_BIN = 0x004E4942
-ARRAY_BUFFER = 34962
-ELEMENT_ARRAY_BUFFER = 34963
-FLOAT = 5126
+from tilesets.gltf import (
+    ARRAY_BUFFER,
+    CHUNK_BIN,
+    CHUNK_JSON,
+    ELEMENT_ARRAY_BUFFER,
+    FLOAT,
+    GLB_MAGIC,
+    TRIANGLES,
+    UNSIGNED_INT,
+    UNSIGNED_SHORT,
+    BinChunk,
+    GltfError,
+)
+
 UNSIGNED_BYTE = 5121
-UNSIGNED_SHORT = 5123
-UNSIGNED_INT = 5125
 POINTS = 0
-TRIANGLES = 4
 LINEAR = 9729
 LINEAR_MIPMAP_LINEAR = 9987
 CLAMP_TO_EDGE = 33071
@@ -45,7 +50,7 @@ UNLIT = "KHR_materials_unlit"
 Y_UP_FROM_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # z-up (x, y, z) → glTF (x, z, -y)
 
 
-class AssetGltfError(ValueError):
+class AssetGltfError(GltfError):
     """Arrays handed to the writer do not form a valid glTF primitive."""
 
 
@@ -71,32 +76,7 @@ class MeshPart:
     rgba: tuple[float, float, float, float] = (0.8, 0.8, 0.8, 1.0)
 
 
-class _Binary:
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.length = 0
-        self.views: list[dict[str, Any]] = []
-
-    def add(self, data: bytes, target: int | None = None) -> int:
-        if not data:
-            raise AssetGltfError("glTF bufferViews must not be empty")
-        pad = (-self.length) % 8
-        if pad:
-            self.parts.append(b"\0" * pad)
-            self.length += pad
-        view: dict[str, Any] = {"buffer": 0, "byteOffset": self.length, "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
-        self.parts.append(data)
-        self.length += len(data)
-        self.views.append(view)
-        return len(self.views) - 1
-
-    def payload(self) -> bytes:
-        return b"".join([*self.parts, b"\0" * ((-self.length) % 8)])
-
-
-def _float_accessor(binary: _Binary, values: npt.ArrayLike, kind: str, bounds: bool = False) -> dict[str, Any]:
+def _float_accessor(binary: BinChunk, values: npt.ArrayLike, kind: str, bounds: bool = False) -> dict[str, Any]:
     arr = np.ascontiguousarray(values, dtype="<f4")
     width = {"VEC2": 2, "VEC3": 3}[kind]
     if arr.ndim != 2 or arr.shape[1] != width or len(arr) == 0 or not np.isfinite(arr).all():
@@ -112,7 +92,7 @@ def _float_accessor(binary: _Binary, values: npt.ArrayLike, kind: str, bounds: b
     return acc
 
 
-def _index_accessor(binary: _Binary, indices: npt.ArrayLike, n_vertices: int) -> dict[str, Any]:
+def _index_accessor(binary: BinChunk, indices: npt.ArrayLike, n_vertices: int) -> dict[str, Any]:
     idx = np.asarray(indices).reshape(-1)
     if len(idx) == 0 or len(idx) % 3 or int(idx.min()) < 0 or int(idx.max()) >= n_vertices:
         raise AssetGltfError(f"indices must be whole triangles over {n_vertices} vertices")
@@ -126,7 +106,7 @@ def _index_accessor(binary: _Binary, indices: npt.ArrayLike, n_vertices: int) ->
     }
 
 
-def _glb(doc: dict[str, Any], binary: _Binary) -> bytes:
+def _glb(doc: dict[str, Any], binary: BinChunk) -> bytes:
     payload = binary.payload()
     doc["bufferViews"] = binary.views
     doc["buffers"] = [{"byteLength": len(payload)}]
@@ -146,7 +126,7 @@ def _glb(doc: dict[str, Any], binary: _Binary) -> bytes:
 
 def points_glb(positions: npt.ArrayLike, colors: npt.ArrayLike | None, generator: str) -> bytes:
     """A GLB of one POINTS primitive: positions (n, 3) in the glTF frame, optional RGB bytes (n, 3)."""
-    binary = _Binary()
+    binary = BinChunk()
     accessors = [_float_accessor(binary, positions, "VEC3", bounds=True)]
     attributes = {"POSITION": 0}
     if colors is not None:
@@ -182,7 +162,7 @@ def mesh_glb(parts: Sequence[MeshPart], generator: str) -> bytes:
     """A GLB of one mesh with one primitive per part (each with its own material)."""
     if not parts:
         raise AssetGltfError("a mesh tile needs at least one part")
-    binary = _Binary()
+    binary = BinChunk()
     accessors: list[dict[str, Any]] = []
     primitives: list[dict[str, Any]] = []
     materials: list[dict[str, Any]] = []

@@ -154,7 +154,7 @@ class PropertyTable:
 
 
 @dataclass
-class _Binary:
+class BinChunk:
     """The BIN chunk being assembled: bufferViews appended at 8-byte boundaries."""
 
     parts: list[bytes] = field(default_factory=list)
@@ -222,7 +222,7 @@ def column_min_max(values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDAr
     return cols.min(axis=1), cols.max(axis=1)
 
 
-def _vec3_accessor(binary: _Binary, values: npt.NDArray[Any], with_bounds: bool) -> dict[str, Any]:
+def _vec3_accessor(binary: BinChunk, values: npt.NDArray[Any], with_bounds: bool) -> dict[str, Any]:
     arr = np.ascontiguousarray(values, dtype="<f4")
     if arr.ndim != 2 or arr.shape[1] != 3 or not np.isfinite(arr).all():
         raise GltfError(f"a VEC3 attribute must be finite (n, 3) values, got shape {arr.shape}")
@@ -248,7 +248,7 @@ def _packed_normals(normals: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
     return packed
 
 
-def _normal_accessor(binary: _Binary, normals: npt.NDArray[Any]) -> dict[str, Any]:
+def _normal_accessor(binary: BinChunk, normals: npt.NDArray[Any]) -> dict[str, Any]:
     packed = _packed_normals(normals)
     view = binary.add(packed.tobytes(), ARRAY_BUFFER)
     binary.views[view]["byteStride"] = 4
@@ -291,7 +291,7 @@ def _primitive_dict(first_accessor: int, material: int, feature_ids: npt.ArrayLi
     }
 
 
-def _primitive_json(binary: _Binary, accessors: list[dict[str, Any]], prim: Primitive) -> dict[str, Any]:
+def _primitive_json(binary: BinChunk, accessors: list[dict[str, Any]], prim: Primitive) -> dict[str, Any]:
     """An uncompressed primitive: its own four bufferViews."""
     _check_primitive(prim)
     n = len(prim.positions)
@@ -324,7 +324,7 @@ def _exponential_words(positions: npt.NDArray[Any], compression: Meshopt) -> npt
 
 
 def _compressed_primitives(
-    binary: _Binary, accessors: list[dict[str, Any]], primitives: Sequence[Primitive], compression: Meshopt
+    binary: BinChunk, accessors: list[dict[str, Any]], primitives: Sequence[Primitive], compression: Meshopt
 ) -> list[dict[str, Any]]:
     """All primitives in four shared meshopt-compressed bufferViews (positions, normals, feature ids, indices;
     accessors at byte offsets into them): one stream per kind instead of four per primitive keeps the JSON and
@@ -399,7 +399,7 @@ def _compressed_primitives(
     return out
 
 
-def _string_column(binary: _Binary, values: Sequence[Any], no_data: str | None, name: str) -> dict[str, int]:
+def _string_column(binary: BinChunk, values: Sequence[Any], no_data: str | None, name: str) -> dict[str, int]:
     texts = list(values)
     if None in texts:
         if no_data is None:
@@ -421,7 +421,7 @@ def _string_column(binary: _Binary, values: Sequence[Any], no_data: str | None, 
     return {"values": binary.add(data or b"\0"), "stringOffsets": binary.add(offsets.tobytes())}
 
 
-def _property_table_json(binary: _Binary, schema: Mapping[str, Any], table: PropertyTable) -> dict[str, Any]:
+def _property_table_json(binary: BinChunk, schema: Mapping[str, Any], table: PropertyTable) -> dict[str, Any]:
     cls = schema["classes"][table.class_name]["properties"]
     enums = schema.get("enums", {})
     props: dict[str, Any] = {}
@@ -466,7 +466,7 @@ def glb_bytes(
     compression's grid)."""
     if not primitives:
         raise GltfError("a glTF tile needs at least one primitive")
-    binary = _Binary()
+    binary = BinChunk()
     accessors: list[dict[str, Any]] = []
     if compression is None:
         prims = [_primitive_json(binary, accessors, p) for p in primitives]
