@@ -12,20 +12,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from api.answer_cache import close_answer_state
+from api.answer_front import CachingFastAPI
 from api.deps import close_pool
 from api.errors import install_error_handlers
 from api.openapi import install_openapi
 from api.routers import answers, changes, features, health, proximity, raster, tiles, tiles3d
-from api.tile_front import TileCachingFastAPI
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[None]:
     yield
+    await close_answer_state()
     close_pool()
 
 
-app = TileCachingFastAPI(  # FastAPI answering cached tiles before routing (api/tile_front.py)
+app = CachingFastAPI(  # FastAPI answering cached answers and tiles before routing (api/answer_front.py)
     title="CIM digital-twin service",
     version="0.1.0",
     description="City Information Modeling: the city's buildings, parcels, networks, devices and events.",

@@ -189,9 +189,12 @@ def response(media_type: str, schema: str, description: str) -> dict[str, Any]:
 
 
 def geojson_response(schema: str, description: str) -> dict[str, Any]:
-    """A GeoJSON 200 with its ``Content-Crs`` header (OGC API – Features Part 2)."""
+    """A GeoJSON 200 with its ``Content-Crs`` header (OGC API – Features Part 2); ``f=json`` sends the same
+    document as ``application/json``."""
+    content = {media: {"schema": _ref(schema)} for media in ("application/geo+json", "application/json")}
     return {
-        **response("application/geo+json", schema, description),
+        "description": description,
+        "content": content,
         "headers": {
             "Content-Crs": {"description": "The CRS of the coordinates, as <URI>", "schema": {"type": "string"}}
         },

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
+from api.errors import single_valued
 from api.ogc_features import OPENAPI_JSON
 from api.ogc_params import check_known
 from api.ogc_schemas import SCHEMAS, error
@@ -110,6 +111,7 @@ def install_openapi(app: FastAPI) -> None:
         summary="The API definition (OpenAPI 3.0, JSON)",
         operation_id="getApiDefinition",
         response_class=JSONResponse,
+        dependencies=[Depends(single_valued)],
         responses={
             200: {"description": "The OpenAPI document", "content": {OPENAPI_JSON: {"schema": {"type": "object"}}}}
         },

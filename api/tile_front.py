@@ -31,7 +31,7 @@ _RASTER_PATH = re.compile(r"/raster/([^/]+)/([0-9]{1,3})/([0-9]{1,8})/([0-9]{1,8
 _parsed_queries: dict[bytes, dict[str, str] | None] = {}
 
 
-def _query(raw: bytes, allowed: frozenset[str]) -> dict[str, str] | None:
+def plain_query(raw: bytes, allowed: frozenset[str]) -> dict[str, str] | None:
     """The query parameters if each is allowed and appears once, else None (parsed once per distinct query)."""
     if not raw:
         return {}
@@ -57,14 +57,14 @@ def _cached_body(scope: Scope) -> Body | None:
     state = tile_state()
     if path.startswith("/tiles/"):
         m = _MVT_PATH.fullmatch(path)
-        params = _query(scope["query_string"], _MVT_PARAMS) if m else None
+        params = plain_query(scope["query_string"], _MVT_PARAMS) if m else None
         if m is None or params is None:
             return None
         z, x, y = int(m.group(2)), int(m.group(3)), int(m.group(4))
         return cached_vector_tile(state, m.group(1), z, x, y, params.get("properties"))
     if path.startswith("/raster/"):
         m = _RASTER_PATH.fullmatch(path)
-        params = _query(scope["query_string"], _RASTER_PARAMS) if m else None
+        params = plain_query(scope["query_string"], _RASTER_PARAMS) if m else None
         if m is None or params is None:
             return None
         z, x, y = int(m.group(2)), int(m.group(3)), int(m.group(4))

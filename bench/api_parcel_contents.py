@@ -5,9 +5,15 @@ Side by side in one run, on the same city and the same PostGIS:
   query's own latency) and from 32 concurrent connections (the same load the server sees);
 - HTTP: ``cim serve`` (uvicorn, 1 and 2 workers) loaded by wrk (Debian ``wrk``, a separate C process, with a
   Lua script rotating parcel codes) with 32 connections; without wrk, an asyncio httpx client in a child
-  process does the same.
-Every request rotates over the city's parcels in a shuffled order (seeded), so no answer is served twice in
-a row. Reported: requests/s, p50, p90, p99 latency (ms), and HTTP p50 / raw-SQL p50 at equal concurrency.
+  process does the same. For each worker count, on a fresh server:
+  - **cold**: one pass over the parcels, each requested once (first request: not cached, one statement);
+    the server's pools and plans are warmed first on 200 parcels left out of the pass;
+  - **warm**: the steady state once answers are cached (served from memory while the data is unchanged);
+  - **uncached**: the same rotation with the answer cache off (``CIM_ANSWER_CACHE_MB=0``): every request
+    runs the statement, the figure to hold against raw SQL at the same concurrency.
+Every request rotates over the city's parcels in a shuffled order (seeded), so no answer is asked twice in
+a row. Reported: requests/s, p50, p90, p99 latency (ms), CPU per request (server, PostgreSQL), and HTTP p50 /
+raw-SQL p50 at equal concurrency (32).
 
 The city is the demo generator at ``--scale`` (10 ≈ 52k buildings, the issue's "50k-building city"), loaded
 once by ``cim demo load`` into ``--home`` (default /tmp/cim-bench-answers-s<scale>) and reused by later runs.
@@ -36,15 +42,26 @@ CONCURRENCY = 32
 
 WRK_SCRIPT = """
 local paths = {%(paths)s}
-local counter = 0
-setup = function(thread)
-  thread:set("offset", counter * 9973)
-  counter = counter + 1
-end
+local once = %(once)s
 local i = 0
+local answered = 0
 request = function()
   i = i + 1
-  return wrk.format("GET", paths[((offset + i) %% #paths) + 1])
+  return wrk.format("GET", paths[((i - 1) %% #paths) + 1])
+end
+if once then
+  -- One pass: when every path has been answered once, SIGINT wrk's main thread (tid = pid), which ends the
+  -- run and reports (thread:stop() alone would leave main sleeping out -d).
+  local ffi = require("ffi")
+  ffi.cdef[[ int getpid(void); int tgkill(int tgid, int tid, int sig); ]]
+  response = function(status, headers, body)
+    answered = answered + 1
+    if answered == #paths then
+      local pid = ffi.C.getpid()
+      wrk.thread:stop()
+      ffi.C.tgkill(pid, pid, 2)  -- SIGINT
+    end
+  end
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -173,11 +190,13 @@ def raw_concurrent(codes: list[str], seconds: float) -> tuple[dict[str, float], 
     return percentiles(ms), len(ms) / wall
 
 
-def start_server(home: Path, port: int, workers: int) -> subprocess.Popen[str]:
+def start_server(home: Path, port: int, workers: int, **env: str) -> subprocess.Popen[str]:
     import httpx
 
-    cmd = [str(BIN / "cim"), "serve", "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, env=env_for(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+    cmd = [str(BIN / "cim"), "serve", "--port", str(port), "--workers", str(workers), "--no-access-log"]
+    proc = subprocess.Popen(
+        cmd, env=env_for(home, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -191,14 +210,19 @@ def start_server(home: Path, port: int, workers: int) -> subprocess.Popen[str]:
         time.sleep(0.3)
 
 
-def run_wrk(base: str, codes: list[str], seconds: float) -> tuple[dict[str, float], float, int]:
+Load = tuple[dict[str, float], float, int]
+"""Latency percentiles (ms), requests/s, failed requests."""
+
+
+def run_wrk(base: str, codes: list[str], seconds: float, once: bool = False) -> Load:
+    """wrk with 32 connections over ``codes`` in turn, for ``seconds`` or (``once``) one pass."""
     paths = ", ".join(f'"/parcels/{c}/contents"' for c in codes)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_SCRIPT % {"paths": paths})
+        f.write(WRK_SCRIPT % {"paths": paths, "once": "true" if once else "false"})
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t", "2", "-c", str(CONCURRENCY), "-d", f"{seconds:.0f}s", "--timeout", "10s", "-s", script, base],
+            ["wrk", "-t", "1", "-c", str(CONCURRENCY), "-d", f"{seconds:.0f}s", "--timeout", "10s", "-s", script, base],
             capture_output=True,
             text=True,
             check=True,
@@ -211,19 +235,20 @@ def run_wrk(base: str, codes: list[str], seconds: float) -> tuple[dict[str, floa
     return stats, r["requests"] / r["seconds"], r["non2xx"] + r["errors"]
 
 
-async def _httpx_load(base: str, codes: list[str], seconds: float) -> tuple[list[float], float, int]:
+async def _httpx_load(base: str, codes: list[str], seconds: float, once: bool) -> tuple[list[float], float, int]:
     import httpx
 
     latencies: list[float] = []
     failures = 0
     deadline = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    turn = iter(range(len(codes) if once else 1 << 62))
 
-    async def client(http: httpx.AsyncClient, k: int) -> None:
+    async def client(http: httpx.AsyncClient) -> None:
         nonlocal failures
-        i = k * 9973
-        while time.perf_counter() < deadline:
-            i += 1
+        for i in turn:
+            if time.perf_counter() > deadline:
+                break
             t = time.perf_counter()
             res = await http.get(f"/parcels/{codes[i % len(codes)]}/contents")
             latencies.append((time.perf_counter() - t) * 1000)
@@ -231,24 +256,24 @@ async def _httpx_load(base: str, codes: list[str], seconds: float) -> tuple[list
 
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as http:
         start = time.perf_counter()
-        await asyncio.gather(*(client(http, k) for k in range(CONCURRENCY)))
+        await asyncio.gather(*(client(http) for _ in range(CONCURRENCY)))
     return latencies, time.perf_counter() - start, failures
 
 
-def httpx_child(base: str, codes_file: str, seconds: float) -> None:
+def httpx_child(base: str, codes_file: str, seconds: float, once: bool) -> None:
     """Entry point of the load-generator child process (used when wrk is not installed)."""
     codes = json.loads(Path(codes_file).read_text())
-    ms, wall, failures = asyncio.run(_httpx_load(base, codes, seconds))
+    ms, wall, failures = asyncio.run(_httpx_load(base, codes, seconds, once))
     print("HTTPX " + json.dumps({"stats": percentiles(ms), "rps": len(ms) / wall, "failures": failures}))
 
 
-def run_httpx(base: str, codes: list[str], seconds: float) -> tuple[dict[str, float], float, int]:
+def run_httpx(base: str, codes: list[str], seconds: float, once: bool = False) -> Load:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(codes, f)
         codes_file = f.name
     try:
         out = subprocess.run(
-            [sys.executable, __file__, "--httpx-child", base, codes_file, str(seconds)],
+            [sys.executable, __file__, "--httpx-child", base, codes_file, str(seconds), "1" if once else "0"],
             capture_output=True,
             text=True,
             check=True,
@@ -260,12 +285,55 @@ def run_httpx(base: str, codes: list[str], seconds: float) -> tuple[dict[str, fl
 
 
 def row(label: str, stats: dict[str, float], rps: float) -> str:
-    return f"{label:<44}{rps:>9,.0f}{stats['p50']:>9.2f}{stats['p90']:>9.2f}{stats['p99']:>9.2f}"
+    return f"{label:<46}{rps:>9,.0f}{stats['p50']:>9.2f}{stats['p90']:>9.2f}{stats['p99']:>9.2f}"
+
+
+WARMUP_CODES = 200
+
+
+def http_runs(home: Path, pg: int, workers: int, codes: list[str], seconds: float, client: str, raw_p50: float) -> None:
+    """Cold pass, warm steady state (answer cache on) and uncached steady state (cache off) on fresh servers."""
+    from cim.cluster import free_port
+
+    load = run_wrk if client == "wrk" else run_httpx
+    label = f"{workers} worker{'s' if workers > 1 else ''}"
+
+    def measured(name: str, proc: subprocess.Popen[str], base: str, paths: list[str], secs: float, once: bool) -> None:
+        cpu0 = tree_cpu_seconds(proc.pid), tree_cpu_seconds(pg)
+        t0 = time.perf_counter()
+        stats, rps, failures = load(base, paths, secs, once)
+        n = max(1.0, rps * (time.perf_counter() - t0))
+        cpu1 = tree_cpu_seconds(proc.pid), tree_cpu_seconds(pg)
+        print(row(f"HTTP {client}, {label}, {name}", stats, rps) + f"{stats['p50'] / raw_p50:>8.2f}")
+        print(
+            f"  CPU per request: server {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
+            f"PostgreSQL {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms" + (f"   !! {failures} failed" if failures else ""),
+            flush=True,
+        )
+
+    for cache_mb in ("64", "0"):
+        port = free_port()
+        proc = start_server(home, port, workers, CIM_ANSWER_CACHE_MB=cache_mb)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            if cache_mb != "0":
+                # Pools, plans and imports warmed on parcels the cold pass leaves out.
+                load(base, codes[:WARMUP_CODES], 3.0, False)
+                cold = codes[WARMUP_CODES:]
+                measured(f"cold ({len(cold):,} once)", proc, base, cold, 300.0, True)
+                load(base, codes, min(5.0, seconds), False)  # every worker sees every parcel at least once
+                measured("warm (cached)", proc, base, codes, seconds, False)
+            else:
+                load(base, codes, min(5.0, seconds), False)
+                measured("uncached (cache off)", proc, base, codes, seconds, False)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--httpx-child":
-        httpx_child(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--httpx-child":
+        httpx_child(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5] == "1")
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=10)
@@ -278,7 +346,6 @@ def main() -> None:
     home = args.home or Path(f"/tmp/cim-bench-answers-s{args.scale}")
     home.mkdir(parents=True, exist_ok=True)
     home.chmod(0o755)
-    from cim.cluster import free_port
 
     ensure_city(home, args.scale)
     try:
@@ -288,7 +355,7 @@ def main() -> None:
             f"{counts['parcels']:,} parcels, {counts['devices']:,} devices, {counts['events']:,} events; "
             f"{CONCURRENCY} concurrent clients, {args.seconds:.0f} s per run, {os.cpu_count()} CPUs"
         )
-        print(f"{'':44}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}")
+        print(f"{'':46}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'p50/raw':>8}")
         seq, seq_rps = raw_sequential(codes, min(2000, 4 * len(codes)))
         print(row("raw SQL, psycopg, 1 connection", seq, seq_rps), flush=True)
         pg = postmaster_pid(home)
@@ -297,28 +364,8 @@ def main() -> None:
         pg_ms = 1000 * (tree_cpu_seconds(pg) - pg0) / (raw_rps * args.seconds)
         print(row(f"raw SQL, psycopg async, {CONCURRENCY} connections", raw, raw_rps), flush=True)
         print(f"  CPU per request: PostgreSQL {pg_ms:.2f} ms")
-        load = run_wrk if args.client == "wrk" else run_httpx
         for workers in (int(w) for w in args.workers.split(",")):
-            port = free_port()
-            proc = start_server(home, port, workers)
-            try:
-                base = f"http://127.0.0.1:{port}"
-                load(base, codes[:200], min(5.0, args.seconds))  # warm-up: imports, pools, plans
-                cpu0 = tree_cpu_seconds(proc.pid), tree_cpu_seconds(pg)
-                stats, rps, failures = load(base, codes, args.seconds)
-                cpu1 = tree_cpu_seconds(proc.pid), tree_cpu_seconds(pg)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-            label = f"HTTP {args.client}, {CONCURRENCY} conns, {workers} worker{'s' if workers > 1 else ''}"
-            print(row(label, stats, rps) + f"   HTTP p50 / raw p50 (32 conns) = {stats['p50'] / raw['p50']:.2f}")
-            n = rps * args.seconds
-            print(
-                f"  CPU per request: server {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
-                f"PostgreSQL {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms"
-            )
-            if failures:
-                print(f"  !! {failures} failed requests")
+            http_runs(home, pg, workers, codes, args.seconds, args.client, raw["p50"])
     finally:
         if not args.keep_running:
             subprocess.run([str(BIN / "cim"), "db", "down"], env=env_for(home), capture_output=True)

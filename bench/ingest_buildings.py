@@ -11,7 +11,10 @@ backends (sampled from /proc every 20 ms), and peak memory: the child's peak RSS
 (which counts the shared buffers they touched) and their peak private (anonymous) memory. The machine is
 shared: CPU seconds are steadier than wall time when it is busy; the load average is printed.
 
-Run: .venv/bin/python bench/ingest_buildings.py [--scale 20] [--repeat 3]   (scale 20 ≈ 113k buildings)
+``--baseline DIR`` also runs the first load and the reload with the code of another checkout (DIR first on
+PYTHONPATH), alternating with this one in every repeat: paired figures of a change on a busy machine.
+
+Run: .venv/bin/python bench/ingest_buildings.py [--scale 20] [--repeat 3] [--baseline DIR]   (scale 20 ≈ 113k)
 The cluster is a throwaway one in a temp folder with fsync off (as in the tests).
 """
 
@@ -129,6 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="a checkout whose code to run alongside (paired runs)")
     args = parser.parse_args()
     sample = Path(tempfile.gettempdir()) / f"cim-bench-sample-{args.scale}"
     home = Path(tempfile.mkdtemp(prefix="cim-bench-", dir="/tmp"))
@@ -158,13 +162,21 @@ def main() -> None:
         first: list[Run] = []
         again: list[Run] = []
         peer: list[Run] = []
+        base_first: list[Run] = []
+        base_again: list[Run] = []
         pg = f"PG:host={info.socket_dir} port={info.port} dbname=cim user=cim"
-        for _ in range(args.repeat):
-            with psycopg.connect(info.url, autocommit=True) as conn:
-                conn.execute("TRUNCATE buildings, building_history CASCADE")
-                conn.execute("VACUUM ANALYZE buildings")
-            first.append(run([cim, "ingest", "buildings", str(sample / "buildings.gpkg")], env, postmaster))
-            again.append(run([cim, "ingest", "buildings", str(sample / "buildings.gpkg")], env, postmaster))
+        variants = [(env, first, again)]
+        if args.baseline:
+            base_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+            variants.append((base_env, base_first, base_again))
+        for repeat in range(args.repeat):
+            for variant_env, firsts, agains in variants[:: 1 if repeat % 2 == 0 else -1]:
+                with psycopg.connect(info.url, autocommit=True) as conn:
+                    conn.execute("TRUNCATE buildings, building_history CASCADE")
+                    conn.execute("VACUUM ANALYZE buildings")
+                ingest = [cim, "ingest", "buildings", str(sample / "buildings.gpkg")]
+                firsts.append(run(ingest, variant_env, postmaster))
+                agains.append(run(ingest, variant_env, postmaster))
             ogr2ogr = ["ogr2ogr", "-f", "PostgreSQL", pg, str(sample / "buildings.gpkg"), "-nln", "peer_buildings"]
             ogr2ogr += ["-lco", "GEOMETRY_NAME=footprint", "-overwrite", "--config", "PG_USE_COPY", "YES"]
             peer.append(run(ogr2ogr, env, postmaster))
@@ -181,6 +193,8 @@ def main() -> None:
             ("cim ingest buildings (reload)", again),
             ("ogr2ogr -f PostgreSQL (plain copy)", peer),
         ]
+        if args.baseline:
+            rows[2:2] = [("baseline: first load", base_first), ("baseline: reload", base_again)]
         for label, runs in rows:
             best = min(runs, key=lambda r: r.wall)
             median = statistics.median(r.wall for r in runs)

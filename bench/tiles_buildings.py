@@ -70,6 +70,27 @@ def run(cmd: list[str], env: dict[str, str], timeout: float | None = None) -> tu
     return wall, usage.ru_maxrss / 1024, stdout, usage.ru_utime + usage.ru_stime
 
 
+def postgres_cpu(home: Path) -> float:
+    """CPU seconds (user + system) used so far by the cluster under ``home``: the postmaster with its exited
+    children, plus its running backends and parallel workers. Differences of two readings give the database's
+    share of a build."""
+    tick = os.sysconf("SC_CLK_TCK")
+    postmaster = int((home / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def folder_bytes(folder: Path, suffixes: tuple[str, ...]) -> tuple[int, int]:
     """Total bytes of the tile files (and tileset JSON) under a folder, and the number of tile files."""
     files = [p for p in folder.rglob("*") if p.is_file()]
@@ -197,7 +218,9 @@ def bench_scale(scale: int, with_peer: bool, peer_timeout: float) -> list[dict[s
         settings = Settings(home=home, pg_fast=True, statement_timeout_ms=0)
         out = Path(tempfile.mkdtemp(prefix="cim-bench-tiles-out-", dir="/tmp"))
         build = [cim, "tiles", "build", "--layer", "buildings", "--out", str(out)]
+        pg_before = postgres_cpu(home)
         wall, rss, text, cpu = run(build, env)
+        pg_cpu = postgres_cpu(home) - pg_before
         own = _summary_seconds(text) or wall
         size, tiles = folder_bytes(out / "buildings", (".glb",))
         rows.append(
@@ -210,6 +233,7 @@ def bench_scale(scale: int, with_peer: bool, peer_timeout: float) -> list[dict[s
                 "buildings/s": f"{n / own:,.0f}",
                 "B/building": f"{size / n:,.0f}",
                 "CPU s": f"{cpu:.1f}",
+                "pg CPU s": f"{pg_cpu:.1f}",
                 "peak RSS MiB": f"{rss:,.0f}",
                 "glTF validator": validate(out / "buildings"),
             }
@@ -221,7 +245,9 @@ def bench_scale(scale: int, with_peer: bool, peer_timeout: float) -> list[dict[s
                         "UPDATE buildings SET height_m = height_m + 1 WHERE building_code = "
                         "(SELECT min(building_code) FROM buildings)"
                     )
+            pg_before = postgres_cpu(home)
             wall, rss, text, cpu = run([*build, "--incremental"], env)
+            pg_cpu = postgres_cpu(home) - pg_before
             own = _summary_seconds(text) or wall
             done = text.split("(", 1)[1].split(";")[0] if "(" in text else ""
             rows.append(
@@ -230,6 +256,7 @@ def bench_scale(scale: int, with_peer: bool, peer_timeout: float) -> list[dict[s
                     "command s": f"{wall:.1f}",
                     "build s": f"{own:.1f}",
                     "CPU s": f"{cpu:.1f}",
+                    "pg CPU s": f"{pg_cpu:.1f}",
                     "peak RSS MiB": f"{rss:,.0f}",
                     "note": done,
                 }
@@ -291,6 +318,7 @@ COLUMNS = (
     ("buildings/s", 12),
     ("B/building", 11),
     ("CPU s", 7),
+    ("pg CPU s", 9),
     ("peak RSS MiB", 13),
     ("glTF validator", 0),
 )
@@ -315,7 +343,8 @@ def main() -> None:
         rows = bench_scale(scale, with_peer, args.py3dtiles_timeout)
         print(f"\nLOD1 buildings → 3D Tiles, demo district scale {scale}  (command s: whole CLI run incl. start-up;")
         print(
-            "build s: the build's own time; buildings/s from build s; CPU s and RSS: the child process, user + system)"
+            "build s: the build's own time; buildings/s from build s; CPU s and RSS: the child process with its mesh "
+            "workers, user + system; pg CPU s: the database's)"
         )
         print("  ".join(f"{name:<{w}}" if i == 0 else f"{name:>{w}}" for i, (name, w) in enumerate(COLUMNS)))
         for row in rows:

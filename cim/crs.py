@@ -29,11 +29,14 @@ transformers are thread-safe, so the cached ones are shared by all request handl
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -191,11 +194,56 @@ def _transformer(src: str, dst: str, three_d: bool) -> pyproj.Transformer:
     every fresh request thread would stall. One made from the pipeline text re-creates in well under a
     millisecond and computes the same numbers.
     """
+    key = f"{src}|{dst}|{'3d' if three_d else '2d'}"
+    known = _known_pipelines().get(key)
+    if known is not None:
+        return pyproj.Transformer.from_pipeline(known)
     chosen = _search_transformer(src, dst, three_d)
     definition = chosen.definition
     if definition.startswith("proj=") and "unavailable" not in definition:
+        _remember_pipeline(key, definition)
         return pyproj.Transformer.from_pipeline(definition)
     return chosen  # several candidate operations chosen per point: keep PROJ's own choice
+
+
+def _pipeline_cache_path() -> Path:
+    """Where chosen pipelines are kept between processes: the user's cache folder (``$XDG_CACHE_HOME/cim``,
+    else ``~/.cache/cim``), not ``$CIM_HOME``, whose contents ingests promise to leave as they were. One file
+    per PROJ/pyproj version: a new PROJ may choose differently, so its choices start afresh."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    tag = f"proj-{pyproj.proj_version_str}-pyproj-{pyproj.__version__}"
+    return Path(base) / "cim" / f"pipelines-{tag}.json"
+
+
+@lru_cache(maxsize=1)
+def _known_pipelines() -> dict[str, str]:
+    """Pipelines chosen by earlier processes: PROJ's operation search costs 1–2 s per CRS pair and process
+    (e.g. EPSG:4547 → 4978 first fails without a ballpark, then searches again), which dominated short
+    commands such as a 10k-building tile build. Only single-operation pipelines are stored; an unreadable
+    cache is ignored and rewritten."""
+    try:
+        data = json.loads(_pipeline_cache_path().read_text())
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: no home folder to find a cache in
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def _remember_pipeline(key: str, definition: str) -> None:
+    known = _known_pipelines()
+    known[key] = definition
+    try:
+        path = _pipeline_cache_path()
+    except RuntimeError:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        os.replace(tmp, path)  # atomic: concurrent writers each leave a whole file
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only home only costs the search next time
 
 
 def _search_transformer(src: str, dst: str, three_d: bool) -> pyproj.Transformer:

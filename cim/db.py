@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from cim.cluster import DATABASE, EmbeddedCluster
 from cim.migrate import apply_migrations, schema_version
@@ -75,6 +75,25 @@ def make_pool(settings: Settings | None = None, min_size: int = 1, max_size: int
         max_size=max_size,
         configure=configure,
         open=True,
+    )
+
+
+def make_async_pool(settings: Settings | None = None, min_size: int = 2, max_size: int = 8) -> AsyncConnectionPool:
+    """An asyncio pool (not opened: ``await pool.open()`` in the event loop that uses it) of autocommit
+    connections, for single-statement reads served without a thread hop (a read needs no COMMIT round trip)."""
+    settings = settings or get_settings()
+    timeout = settings.statement_timeout_ms
+
+    async def configure(conn: psycopg.AsyncConnection) -> None:
+        await conn.execute(sql.SQL("SET statement_timeout = {}").format(sql.Literal(timeout)))
+
+    return AsyncConnectionPool(
+        database_url(settings),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True},
+        configure=configure,
+        open=False,
     )
 
 

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     """In-memory LRU of rendered tiles (MVT, raster) and gzipped static tiles, per server process."""
     tile_version_ttl_s: float = 1.0
     """Tile caches re-read the per-table change counters at most this often: a commit shows in tiles within it."""
+    answer_cache_mb: int = 64
+    """In-memory LRU of CIM answers (parcel contents, building profiles, unit summaries), per server process."""
+    answer_version_ttl_s: float = 0.25
+    """The answer cache re-reads the change counters at most this often: a commit shows in answers within it."""
     tile_max_age_s: int = 60
     """``Cache-Control: max-age`` of vector and raster tiles and their TileJSON (clients revalidate by ETag after)."""
     tileset_json_max_age_s: int = 10

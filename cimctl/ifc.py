@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import gc
 from pathlib import Path
 
 import click
@@ -12,6 +14,11 @@ from cim.db import DatabaseError, ensure_database
 from cim.migrate import MigrationError
 from cimctl.common import fail, progress_reporter, write_json_atomically
 from ingest.errors import IngestError
+
+# The interpreter's garbage collections at exit walk every object left (the parsed model, the imported
+# modules): ~0.25 s of a 4 s ingest. Frozen objects are skipped, and the OS frees the memory anyway (in a test
+# process that runs the command in-process, this only takes effect when that process exits).
+atexit.register(gc.freeze)
 
 
 @click.command("ifc")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import geopandas as gpd
@@ -61,9 +62,12 @@ def prepare_streams(
         return [_stream(kind, str(path), path.name, srid, len(frame), chunks, progress, first_row=2, unit="line")]
     if kind == "pipes":
         return [PreparedStream.of(p) for p in _prepare_pipes(path, crs, layer, settings, encoding)]
-    vector = read_vector_chunks(path, layer, crs, srid, encoding, chunk_rows)
     where = f"{path}" + (f" layer {layer}" if layer else "")
-    return [_stream(kind, where, path.name, srid, vector.total, vector.frames, progress)]
+    # The checks run where the chunks are read (a process of their own, for a large file): what crosses
+    # to this process is the stage frame, already checked.
+    check = partial(_checked, kind, where, path.name, srid)
+    vector = read_vector_chunks(path, layer, crs, srid, encoding, chunk_rows, then=check, ramp=True)
+    return [_counted(kind, vector.total, vector.frames, path.name, progress)]
 
 
 def _slices(frame: pd.DataFrame, rows: int) -> Iterator[pd.DataFrame]:
@@ -100,6 +104,35 @@ def _stream(
         checked.done()
 
     return PreparedStream(kind, total, chunks(), unit, types.verify)
+
+
+def _checked(kind: str, where: str, source_file: str, srid: int, frames: Iterator[pd.DataFrame]) -> Iterator[Prepared]:
+    """The feature chunks of a vector layer through ``PREPARERS[kind]`` (row numbers running on across
+    chunks); after the last, the layer-wide geometry type check (raises IngestError)."""
+    types = GeometryTypes(deferred=True)
+    row = 1
+    for frame in frames:
+        yield PREPARERS[kind](Checker(frame, where, row, "feature", types), srid, source_file)
+        row += len(frame)
+    types.verify()
+
+
+def _counted(
+    kind: str, total: int, chunks: Iterator[Prepared], source_file: str, progress: Progress | None
+) -> PreparedStream:
+    """Chunks checked as they were read (``_checked``), counted as read and checked as they arrive."""
+
+    def counted() -> Iterator[Prepared]:
+        read = counter(progress, f"reading {source_file}", total, "features")
+        checked = counter(progress, f"checking {source_file}", total, "features")
+        for prepared in chunks:
+            read.advance(prepared.read)
+            checked.advance(prepared.read)
+            yield prepared
+        read.done()
+        checked.done()
+
+    return PreparedStream(kind, total, counted())
 
 
 def _prepare_pipes(

@@ -391,6 +391,10 @@ def ingest_ifc(
         properties = _element_properties(source, reading.advance)
         reading.done()
         storeys = _storeys(source, placement)
+        try:
+            placement.transformer(srid)  # made now, while the workers triangulate
+        except GeoreferenceError as exc:
+            raise IfcError(f"{source.name}: {exc}") from None
         if source.triangulated:
             meshes = source.meshes()
         else:

@@ -126,6 +126,16 @@ class Placement:
     """Longitude/latitude of the reference point (for the area-of-use check and the record)."""
     params: dict[str, Any] = field(default_factory=dict)
     """What was read and decided, stored with the model (``bim_models.georeference``)."""
+    _transformers: dict[int, pyproj.Transformer] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def transformer(self, storage_srid: int) -> pyproj.Transformer:
+        """The plane → storage transformer, made once: making one reads PROJ's database (~0.1 s), which the
+        ingest does while the model is triangulated rather than after."""
+        made = self._transformers.get(storage_srid)
+        if made is None:
+            made = plane_transformer(self.plane_crs, self.plane_crs_id, storage_srid)
+            self._transformers[storage_srid] = made
+        return made
 
     def to_storage(self, xyz: npt.ArrayLike, storage_srid: int) -> FloatArray:
         """(n, 3) model world metres → (n, 3) storage x, y (m) and orthometric H (m); one PROJ call."""
@@ -135,7 +145,7 @@ class Placement:
         e = self.e0 + self.k_xy * (self.cos * x - self.sin * y)
         n = self.n0 + self.k_xy * (self.sin * x + self.cos * y)
         h = self.h0 + self.k_z * (p[:, 2] - self.origin_model[2])
-        sx, sy = plane_transformer(self.plane_crs, self.plane_crs_id, storage_srid).transform(e, n)
+        sx, sy = self.transformer(storage_srid).transform(e, n)
         out = np.column_stack([np.asarray(sx, dtype=np.float64), np.asarray(sy, dtype=np.float64), h])
         if not np.isfinite(out).all():
             raise GeoreferenceError(

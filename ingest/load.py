@@ -4,12 +4,13 @@ Order inside the transaction: COPY into a temporary stage table, database-side c
 (``cim.store.merge``), upsert, a row in ``ingest_runs``. Any reject (unless ``allow_rejects``), constraint
 violation or error rolls everything back: a failed load changes nothing.
 
-A layer arrives as a stream of checked chunks (``PreparedStream``). Each chunk is handed to one background
-thread that places it in its grid and parcel (``cim.locate``) and COPYs it while the next chunk is read and
-checked: shapely and psycopg (waiting for the server) do not hold the GIL, so Python's work and the
-server's overlap on two cores. A first load of many buildings goes further (``BuildingsFirstLoad``): the
-server merges and inserts each chunk as it comes. Rejects of the checks in Python are still all gathered
-(every chunk is checked) before the load is refused.
+A layer arrives as a stream of checked chunks (``PreparedStream``; a large vector file is read and checked
+in a process of its own, ``ingest.read_ahead``). Each chunk is handed to one background thread that places
+it in its grid and parcel (``cim.locate``, by the interior points the checks computed) and COPYs it while
+the next chunk arrives: shapely and psycopg (waiting for the server) do not hold the GIL, so Python's work
+and the server's overlap. A first load of many buildings goes further (``BuildingsFirstLoad``): each chunk
+is merged as it comes, its rows placed in the grid their code names COPYed straight into the table.
+Rejects of the checks in Python are still all gathered (every chunk is checked) before the load is refused.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import psycopg
+import shapely
 
 from cim.db import transaction
 from cim.locate import Locator, unit_codes
@@ -162,19 +166,21 @@ def _load_one(
     layer = stream.layer
     report = LayerReport(layer, path.name, unit=stream.unit)
     rejects: dict[int, str] = {}
-    locator = Locator(conn, parcels=layer in PARCEL_LINKED_LAYERS) if layer in LOCATED_LAYERS else None
     create_stage(conn, layer)
     first = BuildingsFirstLoad.start(conn, stream.total, options) if layer == "buildings" else None
+    # After ``start``: a first load locks the grids and parcels before they are read.
+    locator = Locator(conn, parcels=layer in PARCEL_LINKED_LAYERS) if layer in LOCATED_LAYERS else None
     units = "lines" if stream.unit == "line" else "features"
     loading: Counter | None = None  # made with the first chunk: its bar shows below reading and checking
 
-    def stage(frame: pd.DataFrame, geometry: Any, loading: Counter) -> None:  # in the worker thread
-        if locator is not None and geometry is not None:  # shapely releases the GIL: overlaps the checks
-            grid_codes, parcel_codes = locator.codes(geometry)
+    def stage(frame: pd.DataFrame, points: Any, loading: Counter) -> None:  # in the worker thread
+        placed = False
+        if locator is not None and points is not None:  # shapely releases the GIL: overlaps the checks
+            placed = True
+            grid_codes, parcel_codes = locator.codes(_points(points))
             frame = frame.assign(grid_code=grid_codes, parcel_code=parcel_codes, **unit_codes(grid_codes))
         if first is not None:
-            copy_into_stage(conn, layer, first.drop_duplicates(frame), analyze=False, stage=first.CHUNK)
-            first.chunk()
+            first.load_chunk(first.drop_duplicates(frame), placed)
         else:
             copy_into_stage(conn, layer, frame, analyze=False)
         loading.advance(len(frame))
@@ -187,7 +193,7 @@ def _load_one(
             if rejects and not allow_rejects:
                 continue  # nothing will be loaded; every chunk is still checked, to list every reject
             loading = loading or counter(progress, f"loading {path.name}", stream.total, units)
-            worker.submit(partial(stage, prepared.frame, prepared.geometry, loading))
+            worker.submit(partial(stage, prepared.frame, prepared.points, loading))
     stream.finish()
     if loading is not None:
         loading.done()
@@ -209,6 +215,14 @@ def _load_one(
     report.warnings = result.warnings
     report.deleted = result.deleted
     return report
+
+
+def _points(xy: npt.NDArray[np.float64]) -> npt.NDArray[np.object_]:
+    """Shapely points of (x, y) rows, None where a row has none (NaN)."""
+    out = np.full(len(xy), None, dtype=object)
+    given = ~np.isnan(xy).any(axis=1)
+    out[given] = shapely.points(xy[given])
+    return out
 
 
 class _DatabaseWorker:

@@ -55,8 +55,11 @@ class Prepared:
     repaired: int = 0
     unit: str = "feature"
     """What a row number counts: features of a vector file, lines of a CSV."""
-    geometry: Any = None
-    """The kept rows' geometries (shapely array, storage CRS), for locating them in bulk."""
+    points: npt.NDArray[np.float64] | None = None
+    """An interior point (x, y) of each kept row's geometry (NaN where it has none), storage CRS: what the
+    load step locates the rows by (``cim.locate``). Points, not the geometries: a chunk checked in the
+    reading process crosses to the loading one as plain numbers (shapely geometries would be written out
+    and parsed again on the way, which cost more than the checks)."""
 
 
 @dataclass
@@ -83,9 +86,9 @@ class PreparedStream:
         if len(parts) == 1:
             return parts[0]
         first = parts[0]
-        geometry = None
-        if any(p.geometry is not None for p in parts):
-            geometry = np.concatenate([np.asarray(p.geometry, dtype=object) for p in parts])
+        points = None
+        if any(p.points is not None for p in parts):
+            points = np.concatenate([p.points for p in parts if p.points is not None])
         return Prepared(
             first.layer,
             pd.concat([p.frame for p in parts], ignore_index=True),
@@ -93,7 +96,7 @@ class PreparedStream:
             rejects={k: v for p in parts for k, v in p.rejects.items()},
             repaired=sum(p.repaired for p in parts),
             unit=first.unit,
-            geometry=geometry,
+            points=points,
         )
 
 
@@ -272,6 +275,14 @@ class Checker:
             text = raw.astype(object)
         else:
             text = _text_series(raw)
+            dates = _local_dates_utc(text)
+            if dates is not None:  # the usual case, dates alone: the same values, parsed by numpy at once
+                if required:
+                    self.reject(text.isna().to_numpy(), f"{name} is missing")
+                iso = np.char.add(np.datetime_as_string(dates, unit="us"), "+00:00").astype(object)
+                col = pd.Series(np.where(np.isnat(dates), _NONE, iso), dtype=object)
+                self.columns[name] = col
+                return col
             fixed = _with_offsets(text)
             parsed = pd.to_datetime(fixed, errors="coerce", utc=True, format="ISO8601")
         given = text.notna()
@@ -404,8 +415,15 @@ class Checker:
             rejects=dict(self.rejects),
             repaired=self.repaired,
             unit=self.unit,
-            geometry=located,
+            points=None if located is None else interior_points(located),
         )
+
+
+def interior_points(geoms: npt.NDArray[np.object_]) -> npt.NDArray[np.float64]:
+    """(x, y) of an interior point of each geometry (shapely's ``point_on_surface``, the point the load step
+    locates a feature by), NaN where there is no geometry."""
+    points = shapely.point_on_surface(geoms)
+    return np.column_stack([shapely.get_x(points), shapely.get_y(points)])
 
 
 def _text_series(raw: pd.Series) -> pd.Series:
@@ -457,6 +475,28 @@ def _with_offsets(text: pd.Series) -> pd.Series:
     out = np.full(len(present), None, dtype=object)
     out[present] = np.where(date_only, values + "T00:00:00+08:00", np.where(has_offset, values, values + "+08:00"))
     return pd.Series(out, dtype=object)
+
+
+_FIRST_DAY = np.datetime64("0001-01-01", "D")
+_LOCAL_MIDNIGHT_UTC = np.timedelta64(-8, "h")  # a bare date is midnight at +08:00 (``_with_offsets``)
+
+
+def _local_dates_utc(text: pd.Series) -> npt.NDArray[np.datetime64] | None:
+    """When every value of a text column (str or None) is a valid bare date (YYYY-MM-DD, year 1 or later):
+    the UTC times of their local midnights (NaT where missing), as ``_with_offsets`` and pandas' ISO 8601
+    parsing give them. None otherwise (times, offsets, invalid dates): the general path parses them."""
+    present, values = _present(text)
+    if not len(values) or not all(map(_DATE_ONLY.fullmatch, values)):
+        return None
+    try:
+        days = values.astype("datetime64[D]")
+    except ValueError:  # an invalid date (2003-02-29): the general path rejects it with its message
+        return None
+    if (days < _FIRST_DAY).any():
+        return None
+    out = np.full(len(present), np.datetime64("NaT"), dtype="datetime64[us]")
+    out[present] = days.astype("datetime64[us]") + _LOCAL_MIDNIGHT_UTC
+    return out
 
 
 def _present(col: pd.Series) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.object_]]:

@@ -1,7 +1,8 @@
-"""Reading ahead in a forked process: the next chunk of a file is read while this process checks the one
-before, on the other core. Reading a GeoPackage chunk takes three times as long as passing the finished
-chunk over a pipe (0.16 s against 0.05 s for 16k footprints), and pyogrio holds Python's lock while it
-reads, so a thread would not do.
+"""Reading ahead in a forked process: the next chunk of a file is read (and checked: ``read_vector_chunks``'
+``then``) while this process loads the one before, on the other core. pyogrio and the checks in pandas
+hold Python's lock, so a thread would not do. What crosses the pipe should be cheap to pickle: checked
+stage frames of text, numbers and EWKB bytes are; shapely geometries are not (written out as WKB and
+parsed again, which costs more than reading them).
 
 The reader is a fork of this process: it has the file's name and everything it needs in its copy of the
 memory, touches nothing it inherited but the pipe (no database connection, no output) and leaves with

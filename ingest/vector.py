@@ -5,20 +5,21 @@ Decisions:
   declaration is missing or wrong). A file with neither is refused.
 - Coordinates that look like degrees in a file declared projected are refused: that is nearly always a
   missing or wrong CRS, and loading it would put the city in the sea off Africa.
-- Large files are read in chunks (``read_vector_chunks``), by a forked process reading one chunk ahead
-  (``ingest.read_ahead``), so that reading, checking and loading overlap, and progress can be shown. Only
-  formats GDAL can seek in (GeoPackage, Shapefile, FlatGeobuf) are read that way; the layer-wide checks
-  then use the extent the file declares, and the check that every coordinate could be transformed runs
-  when the last chunk is in.
+- Large files are read in chunks (``read_vector_chunks``), by a forked process reading (and checking) one
+  chunk ahead (``ingest.read_ahead``), so that reading, checking and loading overlap, and progress can be
+  shown. Only formats GDAL can seek in (GeoPackage, Shapefile, FlatGeobuf) are read that way; the
+  layer-wide checks then use the extent the file declares, and the check that every coordinate could be
+  transformed runs when the last chunk is in.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -79,12 +80,12 @@ def read_vector(
 @dataclass
 class VectorChunks:
     """A vector layer as consecutive chunks of features in file order, each in the storage CRS (with the
-    ``geometry_repairs``/``geometry_problems`` attrs of ``read_vector``, by position in the chunk).
-    ``total``: the features the file declares (for progress)."""
+    ``geometry_repairs``/``geometry_problems`` attrs of ``read_vector``, by position in the chunk), or what
+    ``read_vector_chunks``' ``then`` made of them. ``total``: the features the file declares (for progress)."""
 
     where: str
     total: int
-    frames: Iterator[gpd.GeoDataFrame]
+    frames: Iterator[Any]
 
 
 def read_vector_chunks(
@@ -94,23 +95,31 @@ def read_vector_chunks(
     storage_srid: int,
     encoding: str | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    then: Callable[[Iterator[gpd.GeoDataFrame]], Iterator[Any]] | None = None,
+    ramp: bool = False,
 ) -> VectorChunks:
     """``read_vector`` in chunks of ``chunk_rows`` features. A file GDAL can seek in, with more than one
     chunk of features, is read chunk by chunk (see the module docstring); any other is read whole and
     handed out in slices. Raises IngestError as ``read_vector`` does (from the iterator for what only
-    the features show)."""
+    the features show).
+
+    ``then`` turns the chunks into what the iterator yields (the layer checks): for a file read ahead, it
+    runs in the reading process, so what it yields must pickle, and it must touch nothing but the chunks
+    (its exceptions reach the caller). ``ramp``: the first two chunks read ahead are a quarter and a half
+    of ``chunk_rows``, so that what follows the reading (checks, load) starts sooner."""
     where = _check_path(path, layer)
     info = _seekable_info(path, layer, encoding, chunk_rows)
+    then = then or iter
     if info is None:
         frame = read_vector(path, layer, crs, storage_srid, encoding)
-        return VectorChunks(where, len(frame), _slices(frame, chunk_rows))
+        return VectorChunks(where, len(frame), then(_slices(frame, chunk_rows)))
     source = _source_crs(crs, info["crs"], where)
     bounds = np.asarray(info["total_bounds"], dtype=float)
     _refuse_degrees_in_projected(bounds, source, where)
     _refuse_metres_in_geographic(bounds, source, where)
     total = int(info["features"])
-    chunks = partial(_chunks, path, layer, encoding, where, source, storage_srid, chunk_rows)
-    return VectorChunks(where, total, read_ahead(chunks))
+    chunks = partial(_chunks, path, layer, encoding, where, source, storage_srid, chunk_rows, ramp)
+    return VectorChunks(where, total, read_ahead(lambda: then(chunks())))
 
 
 def _check_path(path: Path, layer: str | None) -> str:
@@ -165,12 +174,16 @@ def _chunks(
     source: CRS,
     storage_srid: int,
     chunk_rows: int,
+    ramp: bool = False,
 ) -> Iterator[gpd.GeoDataFrame]:
     low = np.full(2, np.inf)
     high = np.full(2, -np.inf)
     start = 0
+    # Ramped: the first chunks are smaller, so that the pipeline of reading, checking and loading fills sooner.
+    sizes = [max(chunk_rows // 4, 1), max(chunk_rows // 2, 1)] if ramp else []
     while True:  # until a chunk comes back short: the feature count a file declares is only a hint
-        frame = _read_frame(path, layer, encoding, where, skip=start, count=chunk_rows)
+        count = sizes.pop(0) if sizes else chunk_rows
+        frame = _read_frame(path, layer, encoding, where, skip=start, count=count)
         if len(frame) == 0:
             break
         frame = _to_storage(frame.set_crs(source, allow_override=True), source, storage_srid, where)
@@ -180,7 +193,7 @@ def _chunks(
             low, high = np.fmin(low, bounds[:2]), np.fmax(high, bounds[2:])
         yield frame
         start += len(frame)
-        if len(frame) < chunk_rows:
+        if len(frame) < count:
             break
     _refuse_unprojected(np.concatenate([low, high]), storage_srid, where)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -396,3 +401,34 @@ def test_seven_parameter_rejects_unknown_ellipsoid() -> None:
 def test_pipeline_contains_only_formatted_numbers() -> None:
     pipeline = crs.local_helmert_pipeline(crs.FourParameters(1, 2, 3, 4))
     assert pipeline == "+proj=helmert +x=1.0 +y=2.0 +theta=-3.0 +s=1.000004"
+
+
+_ECEF_OF_A_POINT = (
+    "from cim import crs; x, y, z = crs.storage_to_ecef([500000.0], [2500000.0], [10.0]); "
+    "print(repr((float(x[0]), float(y[0]), float(z[0]))))"
+)
+
+
+def test_chosen_pipeline_is_kept_for_the_next_process(tmp_path: Path) -> None:
+    """PROJ's operation search (1–2 s per pair) runs once per user cache folder; later processes, and ones finding an
+    unreadable cache, compute the same coordinates."""
+    env = {
+        **os.environ,
+        "XDG_CACHE_HOME": str(tmp_path),
+        "CIM_HOME": str(tmp_path / "home"),
+        "CIM_STORAGE_SRID": "4547",
+    }
+
+    def ecef() -> str:
+        done = subprocess.run([sys.executable, "-c", _ECEF_OF_A_POINT], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    searched = ecef()
+    (cache,) = (tmp_path / "cim").glob("pipelines-*.json")
+    kept = json.loads(cache.read_text())
+    assert kept["EPSG:4547|EPSG:4978|3d"].startswith("proj=pipeline")
+    assert ecef() == searched
+    cache.write_text("{not json")
+    assert ecef() == searched
+    assert json.loads(cache.read_text()) == kept

@@ -25,6 +25,7 @@ from cim.store.tiles import BuildingRows
 from ingest.city_layers import ingest_files
 from tilesets.build import BuildOptions, BuildReport, TilesBuildError, build_buildings, content_uri
 from tilesets.buildings import building_tile, extrude, parse_footprints
+from tilesets.layer_build import MIN_PARALLEL_LEAVES
 from tilesets.quadtree import Cell, QuadGrid, plan
 from tilesets.tileset import LocalFrame, TilesetBusyError, build_lock
 
@@ -67,8 +68,9 @@ def assert_clean(reports: list[dict[str, Any]]) -> None:
 
 @pytest.fixture(scope="module")
 def demo_tileset(demo_loaded: str, settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> BuildReport:
+    """The demo district's tileset, meshed by two worker processes."""
     out = tmp_path_factory.mktemp("tiles") / "buildings"
-    return build_buildings(settings, out=out)
+    return build_buildings(settings, out=out, options=BuildOptions(workers=2))
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +260,22 @@ def test_demo_catalogue_row(demo_tileset: BuildReport, settings: Settings) -> No
     assert 480_000 < xmin < xmax < 560_000 and 2_480_000 < ymin < ymax < 2_530_000
 
 
+def test_worker_processes_write_the_same_bytes_as_one_process(
+    demo_tileset: BuildReport, settings: Settings, tmp_path: Path
+) -> None:
+    """Meshing in a pool of forked workers changes nothing on disk: every tile and the tree are byte for byte
+    those of a build in this process alone."""
+    assert demo_tileset.written >= MIN_PARALLEL_LEAVES  # so the fixture's build went through the pool
+    serial = build_buildings(settings, out=tmp_path / "buildings", options=BuildOptions(workers=1))
+    files = sorted(p.relative_to(serial.path) for p in serial.path.rglob("*.glb"))
+    assert files == sorted(p.relative_to(demo_tileset.path) for p in demo_tileset.path.rglob("*.glb"))
+    assert [f for f in files if (serial.path / f).read_bytes() != (demo_tileset.path / f).read_bytes()] == []
+    docs = [json.loads((r.path / "tileset.json").read_text()) for r in (serial, demo_tileset)]
+    for doc in docs:
+        doc["asset"].pop("tilesetVersion")
+    assert docs[0] == docs[1]
+
+
 # --------------------------------------------------------------------------------------------------
 # Meshes of awkward footprints, no database
 
@@ -308,21 +326,21 @@ def test_walls_face_out_of_the_solid_and_roofs_cover_the_footprint() -> None:
     # Counter-clockwise winding seen from outside: geometric normal agrees with the written normal.
     assert (np.einsum("ij,ij->i", face, mesh.normals[mesh.triangles[:, 0]]) > 0).all()
     # Walls: a step of 1 cm along the normal from a wall's middle leaves the footprint; against it, enters.
-    vertical = np.abs(mesh.normals[:, 1]) < 1e-6  # glTF y is up
+    vertical = np.abs(mesh.normals[:, 2]) < 1e-6  # east-north-up
     walls = mesh.triangles[vertical[mesh.triangles[:, 0]]]
     mid = mesh.positions[walls].mean(axis=1)
     n = mesh.normals[walls[:, 0]]
     for sign, expect_inside in ((1.0, False), (-1.0, True)):
         probe = mid + sign * 0.01 * n
-        east, north = probe[:, 0], -probe[:, 2]
+        east, north = probe[:, 0], probe[:, 1]
         ecef = frame.to_ecef(np.stack([east, north, np.zeros(len(east))], axis=1))
         x, y, _ = ecef_to_storage(ecef[:, 0], ecef[:, 1], ecef[:, 2])
         solid = shapely.union_all(shapes)
         assert (shapely.contains_xy(solid, x, y) == expect_inside).all()
     # Roofs (upward faces) cover exactly the footprint area.
-    roof = np.abs(mesh.normals[mesh.triangles[:, 0], 1]) > 0.99
+    roof = np.abs(mesh.normals[mesh.triangles[:, 0], 2]) > 0.99
     assert area[roof].sum() == pytest.approx(sum(g.area for g in shapes), rel=1e-4)
-    assert (mesh.normals[mesh.triangles[roof, 0], 1] > 0).all()
+    assert (mesh.normals[mesh.triangles[roof, 0], 2] > 0).all()
 
 
 def test_awkward_footprints_make_a_valid_glb(tmp_path: Path) -> None:

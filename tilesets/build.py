@@ -82,8 +82,7 @@ def _buildings_fetch(conn: psycopg.Connection, index: FeatureIndex, members: Int
 
 
 def _buildings_make(rows: BuildingRows, _options: BuildOptions) -> LeafContent:
-    tile = building_tile(rows)
-    return LeafContent(glb=tile.glb, frame=tile.frame, box=tile.box, bounds=tile.bounds, feature_count=len(rows))
+    return building_tile(rows)
 
 
 BUILDINGS = Layer[BuildingRows](
@@ -93,6 +92,7 @@ BUILDINGS = Layer[BuildingRows](
     fetch=_buildings_fetch,
     found=len,
     make=_buildings_make,
+    parallel=True,
     attributes={
         "format": "3D Tiles 1.1 glb: EXT_mesh_features, EXT_structural_metadata, KHR_mesh_quantization, "
         "EXT_meshopt_compression"

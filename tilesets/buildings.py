@@ -52,31 +52,16 @@ import shapely
 from cim.crs import storage_to_ecef
 from cim.model import BUILDING_USES, HEIGHT_SOURCES
 from cim.store.tiles import BuildingRows
-from tilesets.gltf import (
-    Material,
-    Meshopt,
-    Primitive,
-    PropertyTable,
-    column_min_max,
-    glb_bytes,
-    position_step,
-    snap_to_step,
-)
-from tilesets.tileset import LocalFrame, aligned_box, ellipsoid_up
+from tilesets.gltf import PropertyTable, column_min_max, glb_bytes, snap_to_step
+from tilesets.layer_build import LeafContent
+from tilesets.meshes import Mesh, compression_for, cross, material, material_primitives, unit, written_box
+from tilesets.tileset import LocalFrame, ellipsoid_up
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 BYTES_PER_FOOTPRINT_VERTEX = 118
 BYTES_PER_BUILDING = 100
-MAX_POSITION_ERROR_M = 0.001  # farthest a compressed vertex may be from the exact one (within 8 km: Compression)
-
-
-def _linear(hex_rgb: str) -> tuple[float, float, float, float]:
-    """An sRGB colour ``#rrggbb`` as linear RGBA (glTF base colours are linear)."""
-    srgb = np.array([int(hex_rgb[i : i + 2], 16) for i in (1, 3, 5)], dtype=np.float64) / 255
-    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-    return (round(float(lin[0]), 4), round(float(lin[1]), 4), round(float(lin[2]), 4), 1.0)
 
 
 USE_COLOURS: dict[str, str] = {
@@ -90,7 +75,7 @@ USE_COLOURS: dict[str, str] = {
     "mixed": "#b4a7d6",
     "other": "#cccccc",
 }
-USE_MATERIALS = [Material(use, _linear(USE_COLOURS[use])) for use in BUILDING_USES]
+USE_MATERIALS = [material(use, USE_COLOURS[use]) for use in BUILDING_USES]
 
 BUILDING_SCHEMA: dict[str, Any] = {
     "id": "cim_buildings",
@@ -268,40 +253,9 @@ def triangulate_roofs(fp: Footprints, origin: tuple[float, float]) -> IntArray:
 # Extrusion
 
 
-@dataclass(frozen=True)
-class Mesh:
-    """Vertices in the glTF frame (y-up, metres from the tile origin), one building index per vertex."""
-
-    positions: FloatArray
-    normals: FloatArray
-    building: IntArray
-    triangles: IntArray
-
-
-def _gltf_axes(enu: FloatArray) -> FloatArray:
-    """East-north-up → glTF (x = east, y = up, z = -north)."""
-    return np.stack([enu[:, 0], enu[:, 2], -enu[:, 1]], axis=1)
-
-
-def _unit(v: FloatArray) -> FloatArray:
-    norm = np.sqrt(np.einsum("ij,ij->i", v, v))[:, None]
-    return np.asarray(v / np.where(norm > 0, norm, 1.0), dtype=np.float64)
-
-
-def _cross(a: FloatArray, b: FloatArray) -> FloatArray:
-    """Row-wise cross product (numpy's np.cross is several times slower on (n, 3) arrays)."""
-    return np.stack(
-        [
-            a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1],
-            a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2],
-            a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0],
-        ],
-        axis=1,
-    )
-
-
 def extrude(fp: Footprints, ground: FloatArray, height: FloatArray, frame: LocalFrame) -> Mesh:
-    """LOD1 solids of the footprints: roof at ground + height, walls down to ground, in ``frame``."""
+    """LOD1 solids of the footprints: roof at ground + height, walls down to ground, in ``frame``'s east-north-up
+    metres; one feature per building (the footprints' building index)."""
     v = len(fp.xy)
     base_h = ground[fp.building]
     lift = height[fp.building]
@@ -309,19 +263,19 @@ def extrude(fp: Footprints, ground: FloatArray, height: FloatArray, frame: Local
     base_ecef = np.stack([bx, by, bz], axis=1)
     up = ellipsoid_up(base_ecef)
     top_ecef = base_ecef + lift[:, None] * up
-    base = _gltf_axes(frame.to_local(base_ecef))
-    top = _gltf_axes(frame.to_local(top_ecef))
-    up_local = _gltf_axes(up @ frame.rotation)
+    base = frame.to_local(base_ecef)
+    top = frame.to_local(top_ecef)
+    up_local = up @ frame.rotation
 
     # Roof: shares the top positions, one normal per polygon.
     poly_of_vertex = np.repeat(np.arange(len(fp.poly_building)), np.diff(fp.poly_start))
-    roof_normal = _unit(np.add.reduceat(up_local, fp.poly_start[:-1], axis=0))[poly_of_vertex] if v else up_local
+    roof_normal = unit(np.add.reduceat(up_local, fp.poly_start[:-1], axis=0))[poly_of_vertex] if v else up_local
     roof_tris = triangulate_roofs(fp, (float(fp.xy[:, 0].mean()), float(fp.xy[:, 1].mean())) if v else (0.0, 0.0))
 
     # Walls: one quad per edge i → nxt[i]: base_i, base_next, top_next, top_i.
     b0, b1, t1, t0 = base, base[fp.nxt], top[fp.nxt], top
     wall_pos = np.stack([b0, b1, t1, t0], axis=1).reshape(-1, 3)
-    wall_normal = np.repeat(_unit(_cross(b1 - b0, t0 - b0)), 4, axis=0)
+    wall_normal = np.repeat(unit(cross(b1 - b0, t0 - b0)), 4, axis=0)
     w = v + 4 * np.arange(v, dtype=np.int64)
     # Both triangles of a quad together: (b0, b1, t1) and (b0, t1, t0).
     wall_tris = np.stack([w, w + 1, w + 2, w, w + 2, w + 3], axis=1).reshape(-1, 3)
@@ -329,7 +283,7 @@ def extrude(fp: Footprints, ground: FloatArray, height: FloatArray, frame: Local
     return Mesh(
         positions=np.concatenate([top, wall_pos]),
         normals=np.concatenate([roof_normal, wall_normal]),
-        building=np.concatenate([fp.building, np.repeat(fp.building, 4)]),
+        feature=np.concatenate([fp.building, np.repeat(fp.building, 4)]),
         triangles=np.concatenate([roof_tris, wall_tris]),
     )
 
@@ -338,50 +292,10 @@ def extrude(fp: Footprints, ground: FloatArray, height: FloatArray, frame: Local
 # A tile of buildings → GLB
 
 
-@dataclass(frozen=True)
-class BuildingTile:
-    """A written tile: its GLB, the local frame it is placed with, its ``box`` in that frame, the footprints'
-    bounds (xmin, ymin, xmax, ymax in the storage CRS), stats."""
-
-    glb: bytes
-    frame: LocalFrame
-    box: list[float]
-    bounds: tuple[float, float, float, float]
-    feature_count: int
-    vertex_count: int
-    triangle_count: int
-
-
-def _split_by_use(mesh: Mesh, use_of_building: IntArray) -> list[Primitive]:
-    """One primitive per use, each with its own contiguous vertices (buildings are sorted by use)."""
-    order = np.argsort(mesh.building, kind="stable")
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(len(order))
-    vb = mesh.building[order]
-    tris = inverse[mesh.triangles]
-    tris = tris[np.argsort(vb[tris[:, 0]], kind="stable")]
-    tri_use = use_of_building[vb[tris[:, 0]]]
-    vert_use = use_of_building[vb]
-    prims = []
-    for use in np.unique(tri_use):
-        v0, v1 = np.searchsorted(vert_use, use, "left"), np.searchsorted(vert_use, use, "right")
-        t0, t1 = np.searchsorted(tri_use, use, "left"), np.searchsorted(tri_use, use, "right")
-        sel = order[v0:v1]
-        prims.append(
-            Primitive(
-                positions=mesh.positions[sel],
-                normals=mesh.normals[sel],
-                feature_ids=vb[v0:v1],
-                indices=(tris[t0:t1] - v0).reshape(-1),
-                material=int(use),
-            )
-        )
-    return prims
-
-
-def building_tile(rows: BuildingRows, compress: bool = True) -> BuildingTile:
+def building_tile(rows: BuildingRows, compress: bool = True) -> LeafContent:
     """The glTF tile of ``rows``: feature id i is the i-th building after sorting by (use, code); meshopt-
-    compressed with positions snapped to a grid of at most 1 mm (module docstring) unless ``compress`` is off."""
+    compressed with positions snapped to a grid of at most 1 mm (module docstring) unless ``compress`` is off.
+    Its ``box`` comes from the float32 positions actually written."""
     if len(rows) == 0:
         raise ValueError("a building tile needs at least one building")
     use_idx = np.array([_USE_INDEX[u] for u in rows.use], dtype=np.int64)
@@ -394,12 +308,10 @@ def building_tile(rows: BuildingRows, compress: bool = True) -> BuildingTile:
     mesh = extrude(fp, ground, height, frame)
     compression = None
     if compress:
-        compression = Meshopt(position_step(mesh.positions, MAX_POSITION_ERROR_M))
+        compression = compression_for(mesh.positions)
         mesh = replace(mesh, positions=snap_to_step(mesh.positions, compression.position_step))
-    used = np.unique(use_idx)
-    material_of_use = np.full(len(BUILDING_USES), -1, dtype=np.int64)
-    material_of_use[used] = np.arange(len(used))
-    prims = _split_by_use(mesh, material_of_use[use_idx[order]])
+    # Buildings are sorted by use: vertices and triangles stay building by building inside each use.
+    prims, materials = material_primitives(mesh, use_idx[order], USE_MATERIALS, by_feature=True)
     table = PropertyTable(
         class_name="building",
         count=len(rows),
@@ -416,16 +328,10 @@ def building_tile(rows: BuildingRows, compress: bool = True) -> BuildingTile:
             "version": rows.version[order],
         },
     )
-    glb = glb_bytes(prims, [USE_MATERIALS[i] for i in used], BUILDING_SCHEMA, table, compression=compression)
-    # The box comes from the float32 positions actually written, back in east-north-up.
-    p32 = mesh.positions.astype(np.float32).astype(np.float64)
-    enu_min, enu_max = column_min_max(np.stack([p32[:, 0], -p32[:, 2], p32[:, 1]], axis=1))
-    return BuildingTile(
-        glb=glb,
+    return LeafContent(
+        glb=glb_bytes(prims, materials, BUILDING_SCHEMA, table, compression=compression),
         frame=frame,
-        box=aligned_box(enu_min, enu_max),
+        box=written_box(mesh.positions),
         bounds=(float(xmin), float(ymin), float(xmax), float(ymax)),
         feature_count=len(rows),
-        vertex_count=len(mesh.positions),
-        triangle_count=len(mesh.triangles),
     )

@@ -9,7 +9,17 @@ Decisions recorded here:
   ``build-manifest.json``. The catalogue row's ``path`` is that folder.
 - **Streaming.** Only the index (one row of ~60 bytes per feature: key, representative point, size,
   estimated bytes, content hash) is held for the whole layer; rows are fetched per leaf inside one
-  REPEATABLE READ snapshot, by a background thread that reads ahead while this one meshes.
+  REPEATABLE READ snapshot, by a background thread that reads ahead while the leaves are meshed (at most
+  a few leaves' rows per worker are held, plus up to `MAX_EARLY_LEAVES` read before the workers start).
+- **Parallel meshing.** A layer whose ``make`` can run in another process (`Layer.parallel`: a module-level
+  function of picklable rows) is meshed by a pool of forked worker processes (``BuildOptions.workers``,
+  default: one per CPU, at most 4), a few leaves in flight per worker, results written in plan order. The
+  output is byte for byte the serial one (``make`` is a pure function of the rows; tested). The pool is
+  forked after the index is read and the storage → ECEF transformer is made (PROJ's operation search
+  costs ~1.5 s per process; it runs in a thread while the database computes the index, and the workers
+  inherit its result) and before the fetch thread starts (no thread but this one is running at the fork).
+  The workers never touch the parent's database connection. Leaves stay serial when there are fewer than
+  `MIN_PARALLEL_LEAVES` to write (an incremental build of a few changed leaves does not fork).
 - **Tree.** Features live in the quadtree's leaves (`tilesets.quadtree`: a leaf holds at most
   ``max_features`` index features and about ``max_tile_bytes`` estimated raw bytes), refinement ADD (the
   layers' features are disjoint). A leaf may carry *detail children* in its own frame and refine them by
@@ -35,14 +45,17 @@ Decisions recorded here:
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -50,6 +63,7 @@ import numpy as np
 import numpy.typing as npt
 import psycopg
 
+from cim.crs import storage_to_ecef
 from cim.db import transaction
 from cim.settings import Settings, get_settings
 from cim.store.tiles import read_snapshot, register_tileset, tileset_entry
@@ -69,6 +83,9 @@ from tilesets.tileset import (
 
 MANIFEST = "build-manifest.json"
 MANIFEST_FORMAT = "cim-tiles-manifest/1"
+MIN_PARALLEL_LEAVES = 4  # fewer leaves to write are meshed in this process (forking costs more than it saves)
+MAX_DEFAULT_WORKERS = 4
+MAX_EARLY_LEAVES = 64  # leaves whose rows are read while the CRS transformer is still being made
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -83,16 +100,26 @@ class NothingToTileError(TilesBuildError):
     """The layer has no features in the database (``cim tiles build --layer all`` skips such layers)."""
 
 
+def default_workers() -> int:
+    """Mesh worker processes when none are asked for: one per CPU this process may use, at most 4."""
+    return max(1, min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0))))
+
+
 @dataclass(frozen=True)
 class BuildOptions:
-    """Tile size limits: a leaf holds at most ``max_features`` and about ``max_tile_bytes`` raw bytes."""
+    """Tile size limits: a leaf holds at most ``max_features`` and about ``max_tile_bytes`` raw bytes.
+    ``workers``: processes meshing leaves of a `Layer.parallel` layer (1: this process only); it does not
+    change the output."""
 
     max_features: int = 1000
     max_tile_bytes: int = 1_000_000
+    workers: int = field(default_factory=default_workers)
 
     def __post_init__(self) -> None:
         if self.max_features < 1 or self.max_tile_bytes < 1:
             raise ValueError("tile limits must be positive")
+        if self.workers < 1:
+            raise ValueError("workers must be at least 1")
 
 
 @dataclass
@@ -177,7 +204,8 @@ class Layer(Generic[RowsT]):
     on the snapshot connection); ``found`` counts the index features present in fetched rows (fewer than
     asked means they vanished); ``make`` meshes rows into a `LeafContent`. ``content_format`` is bumped
     whenever what ``make`` writes changes (forces a full rebuild); ``extras`` gives the tileset.json
-    ``extras`` from the index (optional); ``attributes`` go into the catalogue row."""
+    ``extras`` from the index (optional); ``attributes`` go into the catalogue row. ``parallel``: ``make`` is
+    a module-level function whose rows and result pickle, so leaves may be meshed in worker processes."""
 
     name: str
     content_format: int
@@ -187,6 +215,7 @@ class Layer(Generic[RowsT]):
     make: Callable[[RowsT, BuildOptions], LeafContent]
     attributes: dict[str, Any] = field(default_factory=dict)
     extras: Callable[[FeatureIndex], dict[str, Any]] | None = None
+    parallel: bool = False
 
 
 # --------------------------------------------------------------------------------------------------
@@ -408,7 +437,7 @@ def build_layer(
     target = (out or default_tileset_dir(layer.name, settings)).absolute()
     check_target(target, settings)
     started = time.perf_counter()
-    with build_lock(target), read_snapshot(settings) as conn:
+    with build_lock(target), read_snapshot(settings) as conn, _warm_transformer() as crs_ready:
         index = layer.index(conn)
         if len(index) == 0:
             raise NothingToTileError(f"there is nothing to tile for the {layer.name} layer")
@@ -434,12 +463,7 @@ def build_layer(
                 else:
                     jobs.append((cell, digest, members))
             written: list[str] = []
-            for (cell, digest, members), rows in _prefetched_rows(conn, layer, index, jobs):
-                if layer.found(rows) != len(members):
-                    raise TilesBuildError(
-                        f"tile {cell.key}: {len(members) - layer.found(rows)} features vanished during the build"
-                    )
-                content = layer.make(rows, options)
+            for (cell, digest, members), content in _made_leaves(conn, layer, index, jobs, options, crs_ready):
                 records[cell.key] = _write_leaf(staging, cell, content, digest, float(index.size[members].max()))
                 written.append(cell.key)
                 if progress is not None and len(written) % 500 == 0:
@@ -502,6 +526,75 @@ def build_layer(
 
 
 Job = tuple[Cell, str, IntArray]
+
+
+@contextmanager
+def _warm_transformer() -> Iterator[threading.Thread]:
+    """Make the storage → ECEF transformer in a thread (PROJ's search releases the GIL) while the database
+    computes the index; an error is left for the first real use to raise. The thread is always joined before
+    this context ends (a process leaving while PROJ still works in a thread can crash on the way out)."""
+
+    def warm() -> None:
+        with suppress(Exception):  # raised again, with its context, where the meshes need the transformer
+            storage_to_ecef(np.zeros(2), np.zeros(2), np.zeros(2))
+
+    thread = threading.Thread(target=warm, name="cim-tiles-crs")
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join()
+
+
+def _checked(layer: Layer[RowsT], job: Job, rows: RowsT) -> RowsT:
+    missing = len(job[2]) - layer.found(rows)
+    if missing:
+        raise TilesBuildError(f"tile {job[0].key}: {missing} features vanished during the build")
+    return rows
+
+
+def _worker_ready() -> int:
+    return os.getpid()
+
+
+def _made_leaves(
+    conn: psycopg.Connection,
+    layer: Layer[RowsT],
+    index: FeatureIndex,
+    jobs: list[Job],
+    options: BuildOptions,
+    crs_ready: threading.Thread,
+) -> Iterator[tuple[Job, LeafContent]]:
+    """Each job's content, in job order: meshed here, or in forked worker processes (module docstring,
+    Parallel meshing) with up to two leaves per worker in flight. While the transformer is still being made
+    (`_warm_transformer`), the first leaves' rows are read here (at most `MAX_EARLY_LEAVES`), so the
+    database works meanwhile and no fetch thread exists yet when the workers are forked."""
+    if not jobs:
+        return
+    early: list[RowsT] = []
+    while crs_ready.is_alive() and len(early) < min(len(jobs), MAX_EARLY_LEAVES):
+        early.append(layer.fetch(conn, index, jobs[len(early)][2]))
+    crs_ready.join()
+    fetched = chain(zip(jobs, early, strict=False), _prefetched_rows(conn, layer, index, jobs[len(early) :]))
+    workers = options.workers if layer.parallel and len(jobs) >= MIN_PARALLEL_LEAVES else 1
+    if workers == 1:
+        for job, rows in fetched:
+            yield job, layer.make(_checked(layer, job, rows), options)
+        return
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        pool.submit(_worker_ready).result()  # forks every worker now, before the fetch thread exists
+        pending: deque[tuple[Job, Future[LeafContent]]] = deque()
+        for job, rows in fetched:
+            pending.append((job, pool.submit(layer.make, _checked(layer, job, rows), options)))
+            if len(pending) >= 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _prefetched_rows(

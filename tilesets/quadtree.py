@@ -160,8 +160,8 @@ def descend(
         if active.size == 0:
             break
         ix, iy = grid.cell_index(x[active], y[active], lv)
-        keys, inverse = np.unique(np.stack([ix, iy], axis=1), axis=0, return_inverse=True)
-        inner = np.array([Cell(lv, int(kx), int(ky)) in internal for kx, ky in keys], dtype=bool)
+        keys, inverse = np.unique(_packed(ix, iy), return_inverse=True)
+        inner = np.array([Cell(lv, k >> MAX_LEVEL, k & _LOW) in internal for k in keys.tolist()], dtype=bool)
         stop = ~inner[inverse.reshape(-1)]
         done = active[stop]
         level[done], cx[done], cy[done] = lv, ix[stop], iy[stop]
@@ -173,10 +173,20 @@ def group_by_cell(level: IntArray, x: IntArray, y: IntArray) -> dict[Cell, IntAr
     """Indices of the points per cell, from the per-point cell arrays of `descend`."""
     if len(level) == 0:
         return {}
-    keys, inverse = np.unique(np.stack([level, x, y], axis=1), axis=0, return_inverse=True)
+    keys, inverse = np.unique((level << (2 * MAX_LEVEL)) | _packed(x, y), return_inverse=True)
     inverse = inverse.reshape(-1)
     order = np.argsort(inverse, kind="stable")
     parts = np.split(order, np.cumsum(np.bincount(inverse, minlength=len(keys)))[:-1])
     return {
-        Cell(int(k[0]), int(k[1]), int(k[2])): np.asarray(p, dtype=np.int64) for k, p in zip(keys, parts, strict=True)
+        Cell(k >> (2 * MAX_LEVEL), (k >> MAX_LEVEL) & _LOW, k & _LOW): np.asarray(p, dtype=np.int64)
+        for k, p in zip(keys.tolist(), parts, strict=True)
     }
+
+
+_LOW = (1 << MAX_LEVEL) - 1
+
+
+def _packed(ix: IntArray, iy: IntArray) -> IntArray:
+    """Cell columns and rows (each below 2^MAX_LEVEL) as one int64 each, ordered as the (ix, iy) pairs: a 1-D
+    np.unique is many times faster than one over rows."""
+    return np.asarray((ix.astype(np.int64) << MAX_LEVEL) | iy.astype(np.int64), dtype=np.int64)

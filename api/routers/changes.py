@@ -12,11 +12,11 @@ from typing import Annotated, Any
 import numpy as np
 import numpy.typing as npt
 import shapely
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from api.deps import get_pool
-from api.errors import bad_parameter
+from api.errors import bad_parameter, single_valued
 from api.point_params import unit_or_building_code
 from api.routers.answer_models import ERROR_RESPONSES, GEOJSON_MEDIA_TYPE, ChangeCollection, GeoJSONResponse
 from cim.codes import LEVEL_LENGTHS
@@ -24,7 +24,7 @@ from cim.crs import storage_to_lonlat
 from cim.store.history import building_changes
 from cim.store.unit_summary import UNIT_LEVELS
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["history"], dependencies=[Depends(single_valued)])
 
 LOCAL_DAY_START = "T00:00:00+08:00"
 """Survey dates are local (China Standard Time) days, as in ``cim changes``."""

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 import psycopg
 import psycopg.errors
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from psycopg import sql
 from psycopg_pool import ConnectionPool
@@ -27,7 +27,7 @@ from psycopg_pool import ConnectionPool
 from api import ogc_features as docs
 from api import ogc_params as params
 from api.deps import get_pool
-from api.errors import bad_parameter, not_found
+from api.errors import WholeNumber, bad_parameter, not_found, single_valued
 from api.ogc_schemas import errors, geojson_response, response
 from cim.settings import get_settings
 from cim.store.collections import COLLECTION_LIST, Collection
@@ -49,14 +49,22 @@ from cim.store.features import (
     stream_features,
 )
 
-router = APIRouter(tags=["OGC API – Features"])
+router = APIRouter(tags=["OGC API – Features"], dependencies=[Depends(single_valued)])
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 10_000
 PAGE_BYTES = 64 * 1024 * 1024
 EXTENT_TTL_S = 60.0
 
-CollectionId = Annotated[str, Path(description="A collection id, as listed by /collections", examples=["buildings"])]
+# The ids as a schema-only enum: clients (and schemathesis) learn them; an unknown id stays a 404 (OGC API Part 1).
+CollectionId = Annotated[
+    str,
+    Path(
+        description="A collection id, as listed by /collections",
+        examples=["buildings"],
+        json_schema_extra={"enum": [c.id for c in COLLECTION_LIST]},
+    ),
+]
 Format = Annotated[Literal["json"] | None, Query(description="Response format (JSON only)")]
 
 
@@ -212,8 +220,10 @@ def items(
             examples=["2025-06-30T00:00:00+08:00"],
         ),
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Features per page (1–10,000)")] = DEFAULT_LIMIT,
-    offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Features to skip")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Features per page (1–10,000)"), WholeNumber
+    ] = DEFAULT_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=2_000_000_000, description="Features to skip"), WholeNumber] = 0,
     properties: Annotated[str | None, Query(description="Comma-separated properties to return (empty: none)")] = None,
     sortby: Annotated[
         str | None, Query(description="Comma-separated sort keys, `-name` descending, `+name` ascending")

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from api.deps import get_pool
-from api.errors import bad_parameter
+from api.errors import WholeNumber, bad_parameter, single_valued
 from api.point_params import Lat, Lon
 from api.routers.answer_models import ERROR_RESPONSES, GEOJSON_MEDIA_TYPE, GeoJSONResponse, ProximityCollection
 from cim.store.fragments import PointError
 from cim.store.proximity import PROXIMITY_COLLECTIONS, nearest_geojson, within_geojson
 
-router = APIRouter(tags=["CIM answers"])
+router = APIRouter(tags=["CIM answers"], dependencies=[Depends(single_valued)])
 
 Collection = Annotated[
     Literal["buildings", "devices", "pipe_nodes", "pois", "events", "parcels"],
@@ -60,7 +60,7 @@ def nearest(
     collection: Collection,
     lon: Lon,
     lat: Lat,
-    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many features")] = 10,
+    k: Annotated[int, Query(ge=1, le=MAX_K, description="How many features"), WholeNumber] = 10,
     kind: Kind = None,
 ) -> Response:
     name = str(collection)
@@ -84,7 +84,7 @@ def within(
     lon: Lon,
     lat: Lat,
     radius_m: Annotated[float, Query(gt=0, le=MAX_RADIUS_M, description="Radius, metres")],
-    limit: Annotated[int, Query(ge=1, le=MAX_WITHIN, description="At most this many features")] = 1000,
+    limit: Annotated[int, Query(ge=1, le=MAX_WITHIN, description="At most this many features"), WholeNumber] = 1000,
     kind: Kind = None,
 ) -> Response:
     name = str(collection)

@@ -13,13 +13,13 @@ import math
 import os
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import ApiError, bad_parameter, not_found
+from api.errors import ApiError, WholeNumber, bad_parameter, not_found, single_valued
 from api.http_cache import Body, body_response, json_body, max_age
-from api.routers.tiles import ERROR_RESPONSES
+from api.routers.tiles import ERROR_RESPONSES, Column, Row
 from api.tile_grid import TMS_MAXZOOM, center_zoom, check_tile
 from api.tile_state import TileState, tile_state
 from cim.raster_tiles import (
@@ -33,7 +33,7 @@ from cim.raster_tiles import (
 )
 from cim.store.rasters import RasterRecord
 
-router = APIRouter(tags=["tiles"])
+router = APIRouter(tags=["tiles"], dependencies=[Depends(single_valued)])
 
 _COLORMAPS = frozenset(colormap_names())
 
@@ -133,9 +133,11 @@ def cached_raster_tile(state: TileState, name: str, z: int, x: int, y: int, fmt:
 async def raster_tile(
     request: Request,
     name: Name,
-    z: Annotated[int, Path(description="Zoom level")],
-    x: Annotated[int, Path(description="Column")],
-    y: Annotated[int, Path(description="Row (from the north)")],
+    z: Annotated[
+        int, Path(description="Zoom level", json_schema_extra={"minimum": 0, "maximum": TMS_MAXZOOM}), WholeNumber
+    ],
+    x: Column,
+    y: Row,
     fmt: Annotated[Literal["png", "webp"], Path(description="Image format")],
     rescale: Rescale = None,
     colormap: Colormap = None,

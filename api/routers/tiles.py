@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import get_pool
-from api.errors import ApiError, bad_parameter, not_found
+from api.errors import ApiError, WholeNumber, bad_parameter, not_found, single_valued
 from api.http_cache import Body, body_response, json_body, make_gzip, max_age, wants_gzip_work
 from api.ogc_schemas import error
 from api.tile_grid import center_zoom, check_tile, search_box
@@ -30,7 +30,7 @@ from cim.store.vector_tiles import MAX_ZOOM, MVT_BUFFER, MVT_EXTENT, TILE_LAYERS
 
 MVT_MEDIA_TYPE = "application/vnd.mapbox-vector-tile"
 
-router = APIRouter(tags=["tiles"])
+router = APIRouter(tags=["tiles"], dependencies=[Depends(single_valued)])
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified: the client's copy (If-None-Match) is current"},
@@ -39,7 +39,23 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: error("The database query took too long; retry after Retry-After seconds"),
 }
 
-Collection = Annotated[str, Path(description=f"One of: {', '.join(TILE_LAYERS)}")]
+# Schema-only bounds (json_schema_extra): the document tells clients the valid values, while the handler keeps
+# answering an unknown collection or a tile outside the grid with 404, as tile clients expect.
+Collection = Annotated[
+    str,
+    Path(
+        description=f"One of: {', '.join(TILE_LAYERS)}",
+        examples=["buildings"],
+        json_schema_extra={"enum": list(TILE_LAYERS)},
+    ),
+]
+Zoom = Annotated[
+    int,
+    Path(description="Zoom level (tile matrix)", json_schema_extra={"minimum": 0, "maximum": MAX_ZOOM}),
+    WholeNumber,
+]
+Column = Annotated[int, Path(description="Column", json_schema_extra={"minimum": 0}), WholeNumber]
+Row = Annotated[int, Path(description="Row (from the north)", json_schema_extra={"minimum": 0}), WholeNumber]
 Properties = Annotated[
     str | None,
     Query(description="Comma-separated attributes to include (default: all the layer offers; empty: none)"),
@@ -127,9 +143,9 @@ _field_names_memo: dict[tuple[str, str | None], tuple[str, ...]] = {}
 async def vector_tile(
     request: Request,
     collection: Collection,
-    z: Annotated[int, Path(description="Zoom level (tile matrix)")],
-    x: Annotated[int, Path(description="Column")],
-    y: Annotated[int, Path(description="Row (from the north)")],
+    z: Zoom,
+    x: Column,
+    y: Row,
     properties: Properties = None,
 ) -> Response:
     layer = _layer(collection)

@@ -22,15 +22,15 @@ import os
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
-from api.errors import bad_parameter, not_found
+from api.errors import bad_parameter, not_found, single_valued
 from api.http_cache import IMMUTABLE, StaticKind, max_age, static_file_response
 from api.routers.tiles import ERROR_RESPONSES
 from api.tile_state import tile_state
 
-router = APIRouter(tags=["tiles"])
+router = APIRouter(tags=["tiles"], dependencies=[Depends(single_valued)])
 
 _OCTETS = "application/octet-stream"
 STATIC_KINDS = {
@@ -93,8 +93,15 @@ def resolve_inside(root: str, relative: str) -> str | None:
 )
 def tileset_file(
     request: Request,
-    layer: Annotated[str, Path(description="Tileset layer, e.g. buildings")],
-    path: Annotated[str, Path(description="File inside the tileset, e.g. tileset.json")],
+    layer: Annotated[
+        str,
+        Path(
+            description="Tileset layer, e.g. buildings",
+            examples=["buildings"],
+            json_schema_extra={"pattern": f"^{LAYER_RE.pattern}$"},
+        ),
+    ],
+    path: Annotated[str, Path(description="File inside the tileset, e.g. tileset.json", examples=["tileset.json"])],
     v: Annotated[str | None, Query(description="tilesetVersion the client loaded (CesiumJS adds it)")] = None,
 ) -> Response:
     state = tile_state()

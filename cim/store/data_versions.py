@@ -8,8 +8,16 @@ from __future__ import annotations
 
 import psycopg
 
+VERSIONS_SQL = "SELECT table_name, version FROM data_versions"
+
 
 def data_versions(conn: psycopg.Connection) -> dict[str, int]:
     """Every table's change counter, by table name."""
-    rows = conn.execute("SELECT table_name, version FROM data_versions").fetchall()
+    rows = conn.execute(VERSIONS_SQL).fetchall()
     return {str(name): int(version) for name, version in rows}
+
+
+async def data_versions_async(conn: psycopg.AsyncConnection) -> dict[str, int]:
+    """`data_versions` on an asyncio connection."""
+    cur = await conn.execute(VERSIONS_SQL)
+    return {str(name): int(version) for name, version in await cur.fetchall()}

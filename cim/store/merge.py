@@ -11,7 +11,9 @@ set-based anti-join before the upsert, so a reload writes and locks nothing. A l
 small table (``MergeOptions.bulk_min_rows``) takes the bulk path of ``_bulk_load``: foreign keys and plain
 secondary indexes are dropped, the rows inserted, the indexes rebuilt in one pass each, and the foreign keys
 added back, which checks every row against its referenced table in one join instead of one query per row.
-All of it is DDL inside the load's transaction: a failure or kill rolls it back with everything else.
+All of it is DDL inside the load's transaction: a failure or kill rolls it back with everything else. A
+first load of buildings (``BuildingsFirstLoad``) COPYs the rows that pass its checks by construction
+straight into the table, with no stage table in between.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from cim.networks import connected_components
-from cim.store.staging import stage_table
+from cim.store.staging import STAGE_COLUMNS, copy_into_stage, copy_into_table, stage_table
 
 if TYPE_CHECKING:  # not imported at run time: merges of one IFC building do without pandas
     import pandas as pd
@@ -510,7 +512,7 @@ class BuildingsFirstLoad:
 
     ``start`` (after ``create_stage(conn, "buildings")``) says whether the load qualifies (no survey, at least
     ``bulk_min_rows`` rows expected, no building stored); it locks the buildings table against other
-    writers (SHARE ROW EXCLUSIVE) to ask."""
+    writers (SHARE ROW EXCLUSIVE) to ask, and if so the grids and parcels too (SHARE)."""
 
     CHUNK = "buildings_chunk"  # the stage of one chunk: stage_buildings_chunk
 
@@ -519,6 +521,8 @@ class BuildingsFirstLoad:
         self.result = MergeResult()
         self._bulk = _bulk_load(conn, "buildings")
         self._first_rows: dict[str, int] = {}
+        row = conn.execute("SELECT cim_change_time()").fetchone()
+        self._change_time = row[0].isoformat() if row else None  # valid_from of rows that give none
 
     @classmethod
     def start(cls, conn: psycopg.Connection, expected_rows: int, opts: MergeOptions) -> BuildingsFirstLoad | None:
@@ -527,6 +531,9 @@ class BuildingsFirstLoad:
         conn.execute("LOCK TABLE buildings IN SHARE ROW EXCLUSIVE MODE")
         if conn.execute("SELECT EXISTS (SELECT 1 FROM buildings)").fetchone() != (False,):
             return None
+        # The grids and parcels the rows are placed in stay as they are until commit (``load_chunk``); the
+        # foreign keys added back at the end lock them anyway.
+        conn.execute("LOCK TABLE admin_units, parcels IN SHARE MODE")
         load = cls(conn)
         load._bulk.__enter__()
         conn.execute(
@@ -551,6 +558,33 @@ class BuildingsFirstLoad:
                 self.result.rejects.append((int(row), f"duplicate building_code {code} (first at feature {first})"))
         return frame if keep.all() else frame[keep]
 
+    def load_chunk(self, frame: pd.DataFrame, placed: bool) -> None:
+        """Merge one chunk (after ``drop_duplicates``). ``placed``: the load step placed its rows in their
+        grid and parcel (``cim.locate``, from the grids and parcels read after ``start`` locked them). Such
+        a row placed in the very grid its code names passes every check of ``chunk`` by construction: these
+        rows are COPYed straight into the buildings table, sorted by code as ``chunk`` inserts them; a placed
+        row without a code passes them too, and goes straight to the stage, to be numbered by ``finish``.
+        The others (placed in no grid, or coded into another) take ``chunk``, for its messages. COPYing into
+        a stage table and inserting from there would cost the database a second pass over every row."""
+        direct = np.zeros(len(frame), dtype=bool)
+        uncoded = np.zeros(len(frame), dtype=bool)
+        if placed and "grid_code" in frame:
+            codes = frame["building_code"].tolist()
+            grids = frame["grid_code"].tolist()
+            direct[:] = [type(c) is str and type(g) is str and c[:14] == g for c, g in zip(codes, grids, strict=True)]
+            uncoded[:] = [not isinstance(c, str) and type(g) is str for c, g in zip(codes, grids, strict=True)]
+        if direct.any():
+            rows = frame[direct].sort_values("building_code", kind="stable")
+            if self._change_time is not None:
+                rows = rows.assign(valid_from=rows["valid_from"].where(rows["valid_from"].notna(), self._change_time))
+            self.result.inserted += copy_into_table(self.conn, "buildings", DIRECT_COLUMNS, rows)
+        if uncoded.any():
+            copy_into_stage(self.conn, "buildings", frame[uncoded], analyze=False)
+        rest = ~(direct | uncoded)
+        if rest.any():
+            copy_into_stage(self.conn, "buildings", frame[rest], analyze=False, stage=self.CHUNK)
+            self.chunk()
+
     def chunk(self) -> None:
         """Merge the rows COPYed into ``stage_table(CHUNK)`` (after ``drop_duplicates``); leaves it empty."""
         conn, chunk = self.conn, self.CHUNK
@@ -572,6 +606,14 @@ class BuildingsFirstLoad:
         self.result.inserted += _insert_new(conn, "buildings", "buildings", BUILDING_COLUMNS, "true")
         self._bulk.__exit__(None, None, None)
         return self.result
+
+
+DIRECT_COLUMNS = [
+    *((name, typ) for name, typ in STAGE_COLUMNS["buildings"] if name in dict(BUILDING_COLUMNS)),
+    ("parcel_code", "text"),
+]
+"""The columns (and their types) ``BuildingsFirstLoad.load_chunk`` COPYs into the buildings table: those
+of ``BUILDING_COLUMNS``, whose expressions are the plain stage columns but for ``valid_from``'s default."""
 
 
 def _insert_new(conn: psycopg.Connection, layer: str, table: str, columns: list[tuple[str, str]], where: str) -> int:

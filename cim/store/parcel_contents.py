@@ -136,3 +136,10 @@ def parcel_contents_geojson(conn: psycopg.Connection, code: str) -> str | None:
     FeatureCollection (CRS84; each feature's ``layer`` property says what it is); None for no such parcel."""
     row = conn.execute(GEOJSON_SQL, {"code": code}).fetchone()
     return None if row is None else str(row[0])
+
+
+async def parcel_contents_async(conn: psycopg.AsyncConnection, code: str, geojson: bool = False) -> str | None:
+    """`parcel_contents_json` (or with ``geojson`` `parcel_contents_geojson`) on an asyncio connection."""
+    cur = await conn.execute(GEOJSON_SQL if geojson else CONTENTS_SQL, {"code": code})
+    row = await cur.fetchone()
+    return None if row is None else str(row[0])

@@ -204,6 +204,17 @@ def copy_into_stage(
     return len(columns[0])
 
 
+def copy_into_table(
+    conn: psycopg.Connection, table: str, columns: Sequence[tuple[str, str]], frame: pd.DataFrame
+) -> int:
+    """COPY the frame's ``columns`` ((name, SQL type) pairs, a fixed list of the caller's) into the city
+    table ``table`` itself, in binary, as ``copy_into_stage`` does into a stage table: for rows already
+    checked, which need no merge. Returns the row count."""
+    values = [_binary_values(frame[name], typ) for name, typ in columns]
+    _write_binary_rows(conn, sql.Identifier(table), columns, zip(*values, strict=True))
+    return len(frame)
+
+
 def analyze_stage(conn: psycopg.Connection, layer: str) -> None:
     """Planner statistics of a stage table's keys and codes, the columns the merges join and group on
     (temporary tables are never analysed automatically). The other columns are left out: their statistics,
