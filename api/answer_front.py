@@ -23,7 +23,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.answer_cache import CACHE_CONTROL, answer_state
 from api.errors import ApiError
-from api.http_cache import GZIP_INLINE_BYTES, Body, accepts_gzip, body_reply
+from api.http_cache import Body
 from api.routers.answers import (
     HOUSES_LIMIT,
     MAX_OFFSET,
@@ -34,14 +34,12 @@ from api.routers.answers import (
     cached_unit,
     parcel_contents_body,
 )
-from api.tile_front import TileCachingFastAPI, plain_query
+from api.tile_front import TileCachingFastAPI, plain_query, send_body
 
 _PARCEL_PATH = re.compile(r"/parcels/([^/]+)/contents")
 _BUILDING_PATH = re.compile(r"/buildings/([^/]+)")
 _UNIT_PATH = re.compile(r"/units/([^/]+)")
 _PARCEL_PARAMS = frozenset({"format"})
-_BUILDING_PARAMS = frozenset({"houses_limit", "houses_offset"})
-_UNIT_PARAMS = frozenset({"limit", "offset"})
 _DIGITS = re.compile(r"[0-9]{1,9}")
 
 
@@ -71,23 +69,23 @@ def _cached_body(scope: Scope) -> Body | None:
     if path.startswith("/parcels/"):
         parcel = _parcel_request(scope)
         return None if parcel is None else cached_parcel_contents(state, *parcel)
-    if path.startswith("/buildings/"):
-        m = _BUILDING_PATH.fullmatch(path)
-        params = plain_query(scope["query_string"], _BUILDING_PARAMS) if m else None
-        if m is None or params is None:
-            return None
-        limit = _int(params, "houses_limit", HOUSES_LIMIT, MAX_PAGE)
-        offset = _int(params, "houses_offset", 0, MAX_OFFSET)
-        return None if limit is None or offset is None else cached_building(state, m.group(1), limit, offset)
-    if path.startswith("/units/"):
-        m = _UNIT_PATH.fullmatch(path)
-        params = plain_query(scope["query_string"], _UNIT_PARAMS) if m else None
-        if m is None or params is None:
-            return None
-        limit = _int(params, "limit", UNIT_LIMIT, MAX_PAGE)
-        offset = _int(params, "offset", 0, MAX_OFFSET)
-        return None if limit is None or offset is None else cached_unit(state, m.group(1), limit, offset)
+    for prefix, pattern, (limit_name, offset_name), default_limit, lookup in _PAGED_ANSWERS:
+        if path.startswith(prefix):
+            m = pattern.fullmatch(path)
+            params = plain_query(scope["query_string"], frozenset({limit_name, offset_name})) if m else None
+            if m is None or params is None:
+                return None
+            limit = _int(params, limit_name, default_limit, MAX_PAGE)
+            offset = _int(params, offset_name, 0, MAX_OFFSET)
+            return None if limit is None or offset is None else lookup(state, m.group(1), limit, offset)
     return None
+
+
+_PAGED_ANSWERS = (
+    ("/buildings/", _BUILDING_PATH, ("houses_limit", "houses_offset"), HOUSES_LIMIT, cached_building),
+    ("/units/", _UNIT_PATH, ("limit", "offset"), UNIT_LIMIT, cached_unit),
+)
+"""Answers cached per (code, page): path prefix, path pattern, its page parameters, default limit, lookup."""
 
 
 async def _parcel_miss(scope: Scope) -> Body | None:
@@ -113,18 +111,7 @@ async def answer_cached(scope: Scope, send: Send) -> bool:
         body = await _parcel_miss(scope)
     if body is None:
         return False
-    accept_encoding = if_none_match = None
-    for key, value in scope["headers"]:
-        if key == b"accept-encoding":
-            accept_encoding = value.decode("latin-1")
-        elif key == b"if-none-match":
-            if_none_match = value.decode("latin-1")
-    if body.gz is None and len(body.content) > GZIP_INLINE_BYTES and accepts_gzip(accept_encoding):
-        return False  # a big gzip copy to make: the router makes it in a worker thread
-    status, headers, content = body_reply(accept_encoding, if_none_match, body, CACHE_CONTROL)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": content})
-    return True
+    return await send_body(scope, send, body, CACHE_CONTROL)
 
 
 class CachingFastAPI(TileCachingFastAPI):

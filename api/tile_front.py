@@ -79,6 +79,16 @@ async def answer_cached_tile(scope: Scope, send: Send) -> bool:
     body = _cached_body(scope)
     if body is None:
         return False
+    global _cache_control
+    if _cache_control is None:
+        _cache_control = max_age(tile_state().settings.tile_max_age_s)
+    return await send_body(scope, send, body, _cache_control)
+
+
+async def send_body(scope: Scope, send: Send, body: Body, cache_control: str) -> bool:
+    """Send ``body`` (or a 304 for its ETag, gzipped when the client accepts it) straight to the ASGI server
+    and return True; False when a large gzip copy is still to be made, which the router makes in a worker
+    thread instead of on the event loop."""
     accept_encoding = if_none_match = None
     for key, value in scope["headers"]:
         if key == b"accept-encoding":
@@ -86,11 +96,8 @@ async def answer_cached_tile(scope: Scope, send: Send) -> bool:
         elif key == b"if-none-match":
             if_none_match = value.decode("latin-1")
     if body.gz is None and len(body.content) > GZIP_INLINE_BYTES and accepts_gzip(accept_encoding):
-        return False  # a big gzip copy to make: the router makes it in a worker thread
-    global _cache_control
-    if _cache_control is None:
-        _cache_control = max_age(tile_state().settings.tile_max_age_s)
-    status, headers, content = body_reply(accept_encoding, if_none_match, body, _cache_control)
+        return False
+    status, headers, content = body_reply(accept_encoding, if_none_match, body, cache_control)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
     return True
