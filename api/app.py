@@ -17,7 +17,7 @@ from api.answer_front import CachingFastAPI
 from api.deps import close_pool
 from api.errors import install_error_handlers
 from api.openapi import install_openapi
-from api.routers import answers, changes, features, health, proximity, raster, tiles, tiles3d
+from api.routers import answers, changes, events, features, health, proximity, raster, tiles, tiles3d
 
 
 @asynccontextmanager
@@ -38,6 +38,7 @@ app.include_router(features.router)
 app.include_router(answers.router)
 app.include_router(proximity.router)
 app.include_router(changes.router)
+app.include_router(events.router)
 app.include_router(tiles.router)
 app.include_router(raster.router)
 app.include_router(tiles3d.router)

@@ -65,7 +65,8 @@ def write_config(base: str, path: Path) -> Path:
     ids = {c: _ids(base, c) for c in ID_SOURCES}
     units = [*ids["districts"], *ids["streets"], *ids["communities"], *ids["grids"]]
     every_id = [v for values in ids.values() for v in values]
-    dictionaries = {"units": units, "buildings": ids["buildings"], "parcels": ids["parcels"], "ids": every_id}
+    dictionaries = {"units": units, "buildings": ids["buildings"], "parcels": ids["parcels"], "ids": every_id,
+                    "events": ids["events"]}  # fmt: skip
     lines = [f"seed = {SEED}", "", "[dictionaries]"]
     lines += [f"{name} = {{ values = {_toml_list(values)} }}" for name, values in dictionaries.items()]
     for op_path, param, dictionary in (
@@ -73,6 +74,7 @@ def write_config(base: str, path: Path) -> Path:
         ("/buildings/{code}", "path.code", "buildings"),
         ("/parcels/{code}/contents", "path.code", "parcels"),
         ("/changes", "query.unit", "units"),
+        ("/events/{code}", "path.code", "events"),
         ("/collections/{collectionId}/items/{featureId}", "path.featureId", "ids"),
     ):
         lines += [
