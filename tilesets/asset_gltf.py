@@ -38,6 +38,7 @@ from tilesets.gltf import (
     UNSIGNED_SHORT,
     BinChunk,
     GltfError,
+    glb_container,
 )
 
 UNSIGNED_BYTE = 5121
@@ -110,18 +111,7 @@ def _glb(doc: dict[str, Any], binary: BinChunk) -> bytes:
     payload = binary.payload()
     doc["bufferViews"] = binary.views
     doc["buffers"] = [{"byteLength": len(payload)}]
-    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    text += b" " * ((4 - len(text)) % 8)  # BIN data then starts at a multiple of 8 (12 + 8 + len + 8)
-    total = 12 + 8 + len(text) + 8 + len(payload)
-    return b"".join(
-        [
-            struct.pack("<III", GLB_MAGIC, 2, total),
-            struct.pack("<II", len(text), CHUNK_JSON),
-            text,
-            struct.pack("<II", len(payload), CHUNK_BIN),
-            payload,
-        ]
-    )
+    return glb_container(json.dumps(doc, separators=(",", ":")).encode("utf-8"), payload)
 
 
 def points_glb(positions: npt.ArrayLike, colors: npt.ArrayLike | None, generator: str) -> bytes:

@@ -505,7 +505,11 @@ def glb_bytes(
         "buffers": buffers,
         "extensions": {"EXT_structural_metadata": metadata},
     }
-    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return glb_container(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8"), payload)
+
+
+def glb_container(text: bytes, payload: bytes) -> bytes:
+    """The GLB 2 file of a glTF JSON document (UTF-8) and its BIN payload."""
     # BIN data starts at 12 (header) + 8 + len(json) + 8: pad the JSON so that offset is a multiple of 8.
     text += b" " * ((4 - len(text)) % 8)
     total = 12 + 8 + len(text) + 8 + len(payload)

@@ -3,8 +3,10 @@ collections in ``cim.store.proximity.PROXIMITY_COLLECTIONS``. Distances are metr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
@@ -45,8 +47,14 @@ def _check_kind(collection: str, kind: str | None) -> None:
         raise bad_parameter("kind", f"collection {collection} has no kinds; kind applies to {with_kinds}")
 
 
-def _answer(text: str) -> Response:
-    return Response(content=text, media_type=GEOJSON_MEDIA_TYPE)
+def _search(collection: str, kind: str | None, query: Callable[[psycopg.Connection], str]) -> Response:
+    """Run a proximity query for ``collection`` (kind checked first) and answer its GeoJSON text as is."""
+    _check_kind(collection, kind)
+    with get_pool().connection() as conn:
+        try:
+            return Response(content=query(conn), media_type=GEOJSON_MEDIA_TYPE)
+        except PointError as exc:
+            raise bad_parameter("lon", f"the point cannot be used: {exc}") from None
 
 
 @router.get(
@@ -64,12 +72,7 @@ def nearest(
     kind: Kind = None,
 ) -> Response:
     name = str(collection)
-    _check_kind(name, kind)
-    with get_pool().connection() as conn:
-        try:
-            return _answer(nearest_geojson(conn, name, lon, lat, 4326, k, kind))
-        except PointError as exc:
-            raise bad_parameter("lon", f"the point cannot be used: {exc}") from None
+    return _search(name, kind, lambda conn: nearest_geojson(conn, name, lon, lat, 4326, k, kind))
 
 
 @router.get(
@@ -88,9 +91,4 @@ def within(
     kind: Kind = None,
 ) -> Response:
     name = str(collection)
-    _check_kind(name, kind)
-    with get_pool().connection() as conn:
-        try:
-            return _answer(within_geojson(conn, name, lon, lat, 4326, radius_m, limit, kind))
-        except PointError as exc:
-            raise bad_parameter("lon", f"the point cannot be used: {exc}") from None
+    return _search(name, kind, lambda conn: within_geojson(conn, name, lon, lat, 4326, radius_m, limit, kind))
